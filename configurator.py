@@ -1,0 +1,47 @@
+"""
+Config overrides, the nanoGPT way: the script's plain globals are the config. Then
+  python train.py config/countdown_qwen0.5b.py --lr=1e-6 --algo=grpo
+runs the config file (plain Python assignments) and then the --key=value pairs. Every key must
+already exist and keep its type (an int may become a float); anything else is a one-line error.
+"""
+from ast import literal_eval
+
+
+def _check(cfg, key, value, source):
+    if key not in cfg:
+        raise SystemExit(f"{source}: unknown config key {key!r} (see the constants at the top of the script)")
+    old = cfg[key]
+    if isinstance(old, float) and type(value) is int:
+        value = float(value)
+    if type(value) is not type(old):
+        raise SystemExit(f"{source}: {key} must be {type(old).__name__} like {old!r}, got {value!r}")
+    return value
+
+
+def configure(cfg, argv):
+    """Applies config files and --key=value overrides from argv to the dict `cfg` (a module's
+    globals()). Only keys holding int/float/bool/str values are configurable."""
+    keys = {k: v for k, v in cfg.items() if not k.startswith("_") and type(v) in (int, float, bool, str)}
+    for arg in argv:
+        if not arg.startswith("--"):  # a config file
+            scope = {}
+            try:
+                with open(arg) as f:
+                    exec(f.read(), {}, scope)  # the user's own config file, not untrusted input
+            except OSError as e:
+                raise SystemExit(f"cannot read config file {arg!r}: {e.strerror}")
+            for key, value in scope.items():
+                if not key.startswith("_"):
+                    cfg[key] = keys[key] = _check(keys, key, value, arg)
+            continue
+        key, sep, text = arg[2:].partition("=")
+        if not sep:
+            raise SystemExit(f"bad argument {arg!r}: use --key=value")
+        try:
+            value = literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text  # a bare string such as --algo=grpo
+        if isinstance(keys.get(key), str):
+            value = text  # strings stay strings, even --out_dir=123
+        cfg[key] = keys[key] = _check(keys, key, value, arg)
+    return {k: cfg[k] for k in keys}

@@ -1,0 +1,195 @@
+"""
+The Countdown task: use every given number exactly once, with + - * / and parentheses,
+to reach the target. This file has the seeded problem generator, an exhaustive solver
+that finds *all* distinct solutions (for warm-start data and for counting how many
+different correct answers a problem has), a train/test split and the prompt templates.
+
+Expression trees are plain Python: an int leaf, or a tuple (op, left, right) with op in "+-*/".
+
+"Distinct" solutions are distinct up to commutativity and associativity: a+b+c, c+(b+a) and
+(a+c)+b are one solution; a*(b+c) and a*b+a*c are two. canonical() implements that by
+flattening sums into (added terms, subtracted terms) and products into (multiplied
+factors, divided factors), each a sorted tuple.
+"""
+import hashlib
+import random
+from fractions import Fraction
+from functools import lru_cache
+
+# ----------------------------------------------------------------------------- prompts
+# 'tiny': what the embedded character-level model is trained on (short, so it is cheap on a CPU).
+# 'instruct': TinyZero-style instruction for real instruct models (the paper's Countdown setting).
+PROMPT_TEMPLATES = {
+    "tiny": "Use {nums} to make {target}.\n",
+    "instruct": ("Using the numbers {nums}, create an equation that equals {target}. You can use "
+                 "basic arithmetic operations (+, -, *, /) and each number must be used exactly once. "
+                 "Show your work in <think> </think> tags. And return the final equation in "
+                 "<answer> </answer> tags, for example <answer> (1 + 2) / 3 </answer>."),
+}
+
+
+def format_prompt(nums, target, template="tiny"):
+    return PROMPT_TEMPLATES[template].format(nums=" ".join(map(str, nums)), target=target)
+
+
+# ----------------------------------------------------------------------------- trees
+def evaluate(tree):
+    """Exact value of an expression tree as a Fraction, or None on division by zero."""
+    if isinstance(tree, int):
+        return Fraction(tree)
+    op, a, b = tree
+    x, y = evaluate(a), evaluate(b)
+    if x is None or y is None:
+        return None
+    if op == "+": return x + y
+    if op == "-": return x - y
+    if op == "*": return x * y
+    return None if y == 0 else x / y
+
+
+def leaves(tree):
+    return [tree] if isinstance(tree, int) else leaves(tree[1]) + leaves(tree[2])
+
+
+# A canonical node is ('n', n) for a number, or (kind, pos, neg) with kind '+' (pos - neg terms)
+# or '*' (pos / neg factors); pos and neg are sorted tuples of canonical nodes. Tuples compare
+# on the kind first, so sorting never mixes types.
+def _parts(node, kind):
+    return (node[1], node[2]) if node[0] == kind else ((node,), ())
+
+
+def _combine(op, a, b):
+    kind = "+" if op in "+-" else "*"
+    pa, na = _parts(a, kind)
+    pb, nb = _parts(b, kind)
+    if op in "-/":
+        pb, nb = nb, pb
+    return (kind, tuple(sorted(pa + pb)), tuple(sorted(na + nb)))
+
+
+def canonical(tree):
+    if isinstance(tree, int):
+        return ("n", tree)
+    return _combine(tree[0], canonical(tree[1]), canonical(tree[2]))
+
+
+def render(node, parent=None):
+    """Canonical node -> expression string, with only the parentheses it needs."""
+    if node[0] == "n":
+        return str(node[1])
+    kind, pos, neg = node
+    plus, minus = ("+", "-") if kind == "+" else ("*", "/")
+    s = plus.join(render(c, kind) for c in pos) + "".join(minus + render(c, kind) for c in neg)
+    return f"({s})" if parent == "*" and kind == "+" else s
+
+
+# ----------------------------------------------------------------------------- solver
+@lru_cache(maxsize=4096)
+def all_expressions(nums):
+    """Every distinct expression over the sorted tuple `nums` (each used exactly once).
+    Returns a dict {canonical node: Fraction value}. Dynamic programming over splits of the
+    multiset into two non-empty halves, so 4 numbers take milliseconds, not a tree enumeration."""
+    if len(nums) == 1:
+        return {("n", nums[0]): Fraction(nums[0])}
+    out, seen = {}, set()
+    n = len(nums)
+    for mask in range(1, 2 ** n - 1):
+        left = tuple(nums[i] for i in range(n) if mask >> i & 1)
+        right = tuple(nums[i] for i in range(n) if not mask >> i & 1)
+        if (right, left) in seen or (left, right) in seen:
+            continue  # the same unordered split of the multiset; a-b and b-a are both made below
+        seen.add((left, right))
+        for a, x in all_expressions(left).items():
+            for b, y in all_expressions(right).items():
+                out[_combine("+", a, b)] = x + y
+                out[_combine("*", a, b)] = x * y
+                out[_combine("-", a, b)] = x - y
+                out[_combine("-", b, a)] = y - x
+                if y != 0:
+                    out[_combine("/", a, b)] = x / y
+                if x != 0:
+                    out[_combine("/", b, a)] = y / x
+    return out
+
+
+@lru_cache(maxsize=4096)
+def _by_value(nums):
+    """{value: [canonical nodes]} for the sorted tuple `nums`: one pass, shared by every target."""
+    groups = {}
+    for node, v in all_expressions(nums).items():
+        groups.setdefault(v, []).append(node)
+    return groups
+
+
+def solve(nums, target):
+    """All distinct solutions of a problem, as sorted expression strings (empty if unsolvable)."""
+    return sorted(render(node) for node in _by_value(tuple(sorted(nums))).get(Fraction(target), []))
+
+
+# ----------------------------------------------------------------------------- data
+def generate_problems(n, seed=0, sizes=(3, 4), max_num=10, max_target=50, min_solutions=1):
+    """n distinct seeded problems {'nums', 'target', 'solutions'}. The numbers are drawn
+    uniformly from 1..max_num; the target uniformly from the integers in 1..max_target that the
+    numbers can reach with at least `min_solutions` distinct solutions."""
+    rng = random.Random(seed)
+    problems, keys = [], set()
+    for _ in range(100 * n):  # bounded: asking for more problems than exist is an error, not a hang
+        if len(problems) == n:
+            return problems
+        nums = [rng.randint(1, max_num) for _ in range(rng.choice(sizes))]
+        targets = sorted(int(v) for v, nodes in _by_value(tuple(sorted(nums))).items()
+                         if v.denominator == 1 and 1 <= v <= max_target and len(nodes) >= min_solutions)
+        if not targets:
+            continue
+        target = rng.choice(targets)
+        key = (tuple(sorted(nums)), target)
+        if key in keys:
+            continue
+        keys.add(key)
+        problems.append({"nums": nums, "target": target, "solutions": solve(nums, target)})
+    if len(problems) < n:
+        raise ValueError(f"only {len(problems)} distinct problems found for n={n}: widen max_num/max_target")
+    return problems
+
+
+def is_test(nums, target, test_fraction=0.1):
+    """Deterministic split by a hash of the problem itself (numbers as a multiset and target),
+    so a problem is in train or test, never both, whatever seed or order produced it."""
+    key = f"{sorted(nums)}->{target}".encode()
+    return int(hashlib.sha256(key).hexdigest()[:8], 16) / 2 ** 32 < test_fraction
+
+
+def train_test_split(problems, test_fraction=0.1):
+    train = [p for p in problems if not is_test(p["nums"], p["target"], test_fraction)]
+    test = [p for p in problems if is_test(p["nums"], p["target"], test_fraction)]
+    return train, test
+
+
+def load_countdown_hf(name="Jiayi-Pan/Countdown-Tasks-3to4", split="train", limit=None):
+    """The public Countdown-Tasks-3to4 data (needs the network, or a local `datasets` cache).
+    Rows are checked: a row without integer 'nums' and 'target' is a one-line error."""
+    try:
+        import datasets
+    except ImportError:
+        raise SystemExit("loading a hub dataset needs `pip install datasets`")
+    rows = datasets.load_dataset(name, split=split)
+    problems = []
+    for i, row in enumerate(rows):
+        if limit is not None and i >= limit:
+            break
+        nums, target = row.get("nums"), row.get("target")
+        if not (isinstance(nums, (list, tuple)) and nums and isinstance(target, int)
+                and all(isinstance(x, int) for x in nums)):
+            raise ValueError(f"{name}[{split}] row {i}: need integer list 'nums' and integer "
+                             f"'target', got nums={nums!r} target={target!r}")
+        problems.append({"nums": list(nums), "target": target})
+    return problems
+
+
+def load_problems(dataset="generated", n_problems=8000, seed=0):
+    """(train, test) problem lists: the seeded local generator (default, offline) or the hub set."""
+    if dataset == "generated":
+        return train_test_split(generate_problems(n_problems, seed))
+    if dataset == "hf":
+        return train_test_split(load_countdown_hf(limit=n_problems))
+    raise SystemExit(f"dataset must be 'generated' or 'hf', got {dataset!r}")

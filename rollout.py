@@ -1,0 +1,58 @@
+"""
+Sampling G responses per prompt with Hugging Face `generate`, and the bookkeeping around it:
+the response mask (tokens up to and including the first EOS), truncation flags, and the
+log-probs / entropies of the sampled tokens under the sampling policy.
+"""
+from dataclasses import dataclass
+
+import torch
+from transformers import GenerationConfig
+
+from model import response_logprobs
+
+
+@dataclass
+class Rollout:
+    input_ids: torch.Tensor  # (B*G, P+T) left-padded prompt followed by the response
+    attention_mask: torch.Tensor  # (B*G, P+T) 1 on real prompt tokens and on response tokens
+    response_mask: torch.Tensor  # (B*G, T) 1 on response tokens up to and including EOS
+    old_logp: torch.Tensor  # (B*G, T) log pi_old(y_t), at the sampling temperature
+    entropy: torch.Tensor  # (B*G, T) entropy of pi_old(. | y_<t), at the sampling temperature
+    truncated: torch.Tensor  # (B*G,) bool: no EOS within max_new_tokens
+    texts: list  # B*G decoded responses, special tokens removed
+    n_prompt: int  # P, the padded prompt length
+
+
+def response_mask_from(response_ids, eos_token_id):
+    """(N, T) ids -> (mask (N, T), truncated (N,)). Everything after the first EOS is padding,
+    whatever the pad id is (it may equal EOS, as for many hub tokenizers)."""
+    is_eos = response_ids == eos_token_id  # (N, T)
+    after_eos = (is_eos.cumsum(-1) - is_eos.long()) > 0  # strictly after the first EOS
+    return (~after_eos).long(), ~is_eos.any(-1)
+
+
+@torch.no_grad()
+def rollout(model, tokenizer, prompts, G, max_new_tokens, temperature=1.0):
+    """Samples G responses for each of the B prompts; responses of prompt b are rows b*G..b*G+G-1,
+    so a group is contiguous. Pure sampling from softmax(logits / temperature): no top-k/top-p or
+    repetition penalty (hub generation configs often set them), so old_logp is the true
+    probability of what was sampled."""
+    device = next(model.parameters()).device
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left").to(device)
+    gen_cfg = GenerationConfig(do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
+                               max_new_tokens=max_new_tokens, num_return_sequences=G,
+                               eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    was_training = model.training
+    model.eval()
+    out = model.generate(**enc, generation_config=gen_cfg)  # (B*G, P+T), groups contiguous
+    n_prompt = enc.input_ids.shape[1]
+    response_ids = out[:, n_prompt:]  # (B*G, T)
+    response_mask, truncated = response_mask_from(response_ids, tokenizer.eos_token_id)
+    response_ids = response_ids.masked_fill(response_mask == 0, tokenizer.pad_token_id)
+    input_ids = torch.cat([enc.input_ids.repeat_interleave(G, 0), response_ids], 1)
+    attention_mask = torch.cat([enc.attention_mask.repeat_interleave(G, 0), response_mask], 1)
+    old_logp, entropy = response_logprobs(model, input_ids, attention_mask, n_prompt, temperature)
+    model.train(was_training)
+    texts = tokenizer.batch_decode(response_ids, skip_special_tokens=True)
+    return Rollout(input_ids, attention_mask, response_mask, old_logp * response_mask,
+                   entropy * response_mask, truncated, texts, n_prompt)

@@ -1,0 +1,126 @@
+"""The Countdown solver, checked against an independent brute force, plus the data helpers."""
+import itertools
+import random
+from fractions import Fraction
+
+import pytest
+
+import countdown
+from countdown import canonical, generate_problems, solve, train_test_split
+from reward import countdown_reward, parse_expression
+
+
+# ----------------------------------------------------------------------------- brute force
+def all_trees(items):
+    """Every binary tree with the leaves `items` in this order, with every op at every node."""
+    if len(items) == 1:
+        yield items[0]
+        return
+    for k in range(1, len(items)):
+        for left in all_trees(items[:k]):
+            for right in all_trees(items[k:]):
+                for op in "+-*/":
+                    yield (op, left, right)
+
+
+def value(tree):
+    """Exact value, written independently of countdown.evaluate; None on division by zero."""
+    if isinstance(tree, int):
+        return Fraction(tree)
+    op, a, b = tree
+    x, y = value(a), value(b)
+    if x is None or y is None or (op == "/" and y == 0):
+        return None
+    return {"+": x + y, "-": x - y, "*": x * y, "/": x / y if y else None}[op]
+
+
+def brute_force(nums, target):
+    """Canonical forms of all trees over all orderings of `nums` that equal `target`."""
+    return {canonical(t) for perm in set(itertools.permutations(nums))
+            for t in all_trees(perm) if value(t) == target}
+
+
+def random_problems(count=20, seed=0):
+    rng = random.Random(seed)
+    problems = []
+    for i in range(count):
+        size = 3 if i % 2 else 4
+        nums = [rng.randint(1, 6 if i % 3 == 0 else 12) for _ in range(size)]  # some repeats
+        reachable = sorted({v for p in itertools.permutations(nums) for t in all_trees(p)
+                            if (v := value(t)) is not None and v.denominator == 1})
+        problems.append((nums, int(rng.choice(reachable))))
+    return problems + [([2, 2, 2], 6), ([1, 3, 4, 6], 24), ([1, 1, 1], 1000)]  # last: unsolvable
+
+
+@pytest.mark.parametrize("nums,target", random_problems())
+def test_solver_matches_brute_force(nums, target):
+    solutions = solve(nums, target)
+    assert len(solutions) == len(set(solutions))
+    assert {canonical(parse_expression(s)) for s in solutions} == brute_force(nums, target)
+    for s in solutions:  # each solution parses, uses each number once and hits the target
+        assert countdown_reward(f"<answer>{s}</answer>", nums, target) == 1.0
+
+
+def test_solver_needs_fractions():
+    assert "6/(1-3/4)" in solve([1, 3, 4, 6], 24)
+    assert solve([1, 1, 1], 1000) == []
+
+
+# ----------------------------------------------------------------------------- canonical forms
+def same(a, b):
+    return canonical(parse_expression(a)) == canonical(parse_expression(b))
+
+
+def test_canonical_merges_commutativity_and_associativity():
+    assert same("1+2+3", "3+(2+1)")
+    assert same("1+2+3", "(1+3)+2")
+    assert same("2*3/4", "3/4*2")
+    assert same("5-(2-1)", "5-2+1")
+    assert same("8/(4/2)", "8*2/4")
+
+
+def test_canonical_keeps_different_expressions_apart():
+    assert not same("2*(3+4)", "2*3+2*4")  # distributivity makes a different solution
+    assert not same("5-2-1", "5-(2-1)")
+    assert not same("8/4/2", "8/(4/2)")
+    assert not same("1+2", "1*2")
+
+
+# ----------------------------------------------------------------------------- data
+def test_generate_problems_is_seeded():
+    assert generate_problems(30, seed=1) == generate_problems(30, seed=1)
+    assert generate_problems(30, seed=1) != generate_problems(30, seed=2)
+
+
+def test_generated_problems_are_distinct_and_solvable():
+    problems = generate_problems(100, seed=0)
+    keys = [(tuple(sorted(p["nums"])), p["target"]) for p in problems]
+    assert len(set(keys)) == len(problems) == 100
+    for p in problems:
+        assert 3 <= len(p["nums"]) <= 4
+        assert len(p["solutions"]) >= 1
+        assert p["solutions"] == solve(p["nums"], p["target"])
+        for s in p["solutions"]:
+            assert countdown_reward(f"<answer>{s}</answer>", p["nums"], p["target"]) == 1.0
+
+
+def key(p):
+    return tuple(sorted(p["nums"])), p["target"]
+
+
+def test_train_test_split_is_disjoint():
+    train, test = train_test_split(generate_problems(200, seed=0))
+    assert len(train) + len(test) == 200
+    assert not {key(p) for p in train} & {key(p) for p in test}
+
+
+def test_train_test_split_fraction_and_order_independence():
+    rng = random.Random(0)
+    problems = [{"nums": [rng.randint(1, 50) for _ in range(rng.choice((3, 4)))],
+                 "target": rng.randint(1, 1000)} for _ in range(5000)]
+    train, test = train_test_split(problems)
+    assert 0.07 < len(test) / len(problems) < 0.13
+    # the side depends on the problem itself, not on the order its numbers were written in
+    shuffled = [{"nums": rng.sample(p["nums"], len(p["nums"])), "target": p["target"]}
+                for p in problems]
+    assert {key(p) for p in train_test_split(shuffled)[1]} == {key(p) for p in test}

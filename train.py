@@ -1,0 +1,238 @@
+"""
+DS-GRPO (and GRPO) on Countdown, in one readable loop.
+
+  python train.py                                  # tiny default, CPU ok: warm start + RL + eval
+  python train.py --algo=grpo --max_steps=100      # override any constant below
+  python train.py config/countdown_qwen0.5b.py     # a real HF model on a GPU
+
+Each step: sample `prompts_per_step` training problems, draw `group_size` responses per prompt
+(rollout.py), score them (reward.py), turn rewards into per-token advantages (loss.py; DS-GRPO adds
+the DS-Eq.6 term), then take `ppo_epochs` optimizer steps on the clipped surrogate.
+
+What is simplified, and why:
+- One process, one device. Rollouts use plain HF `generate` (no vLLM): fewer moving parts.
+- The sampling policy pi_old is the policy at the start of the step (fully on-policy), and its
+  log-probs are recomputed with a forward pass instead of taken from generate's scores, so the
+  training and sampling numerics match and the (B, T, V) scores are never stored.
+- Each of the `ppo_epochs` updates uses the whole rollout batch (accumulated over micro-batches),
+  rather than shuffled mini-batches: with the default of 1 this is exact on-policy GRPO.
+- The embedded default is a 0.9M-parameter character-level model, warm-started by supervised
+  training on solver solutions, so the whole pipeline runs offline on a laptop CPU.
+"""
+import json
+import os
+import random
+import shutil
+import sys
+import time
+from contextlib import nullcontext
+
+import torch
+from tqdm import tqdm
+
+import countdown
+import loss as L
+from configurator import configure
+from eval import evaluate, format_table
+from model import load_policy, response_logprobs, warm_start
+from reward import countdown_reward
+from rollout import rollout
+
+# ----------------------------------------------------------------------------- config
+# I/O
+out_dir = "out"
+init_from = "tiny"  # 'tiny' (embedded default, warm-started on first use), 'resume', or a HF name/path
+warmstart_steps = 1500  # supervised steps for the tiny model's warm start (cached in out/warmstart)
+eval_interval = 50  # steps between evaluations (and at step 0 and at the end)
+eval_problems = 100  # held-out problems used for evaluation
+eval_n = 16  # samples per problem in the periodic evaluations
+final_eval_n = 64  # samples per problem in the final evaluation
+ckpt_interval = 50  # steps between checkpoints (and at the end)
+seed = 1337
+# data
+dataset = "generated"  # 'generated' (offline, countdown.py) or 'hf' (Countdown-Tasks-3to4, needs network)
+n_problems = 8000  # problems generated (or loaded), split 90/10 into train/test
+data_seed = 0
+template = "tiny"  # prompt template: 'tiny' or 'instruct' (countdown.PROMPT_TEMPLATES)
+# RL
+algo = "ds-grpo"  # 'grpo' or 'ds-grpo'
+alpha = 0.1  # gamma_p in DS-Eq.6: bonus on correct responses
+beta = 0.1  # gamma_n in DS-Eq.6: penalty on incorrect responses
+ds_form = "seq"  # where the DS term goes: 'seq' (default), 'token' or 'reward' (see loss.advantages)
+max_steps = 200
+prompts_per_step = 16
+group_size = 8  # G, responses per prompt
+max_new_tokens = 32
+temperature = 1.0  # sampling temperature for training and evaluation
+lr = 2e-4
+weight_decay = 0.0
+grad_clip = 1.0
+ppo_epochs = 1  # optimizer steps per rollout batch; 1 = on-policy, the ratio is 1
+micro_batch_size = 128  # responses per forward/backward (gradient accumulation over the batch)
+eps_low = 0.2
+eps_high = 0.2  # > eps_low is DAPO's clip-higher
+agg = "token-mean"  # 'token-mean' or 'seq-mean'
+scale_std = True  # False = Dr.GRPO (no std division of the advantage)
+kl_coef = 0.0  # k3 KL to the initial policy; the reference model is loaded only when > 0
+# system
+device = "cuda" if torch.cuda.is_available() else "cpu"
+dtype = "bfloat16" if torch.cuda.is_available() else "float32"  # autocast dtype; weights stay float32
+gradient_checkpointing = False
+config = configure(globals(), sys.argv[1:])
+# -----------------------------------------------------------------------------
+
+ALGOS = ("grpo", "ds-grpo")
+if algo not in ALGOS:
+    raise SystemExit(f"algo must be one of {ALGOS}, got {algo!r}")
+if min(prompts_per_step, group_size, micro_batch_size, max_new_tokens, eval_n, final_eval_n) < 1:
+    raise SystemExit("prompts_per_step, group_size, micro_batch_size, max_new_tokens and eval_n must be >= 1")
+if dtype not in ("float32", "bfloat16", "float16"):
+    raise SystemExit(f"dtype must be float32, bfloat16 or float16, got {dtype!r}")
+os.makedirs(out_dir, exist_ok=True)
+ckpt_dir = os.path.join(out_dir, "ckpt")
+torch.manual_seed(seed)
+rng = random.Random(seed)  # draws the training prompts
+ctx = (torch.autocast(device_type=device.split(":")[0], dtype=getattr(torch, dtype))
+       if dtype != "float32" else nullcontext())
+log = tqdm.write
+
+# ----------------------------------------------------------------------------- data and model
+train_set, test_set = countdown.load_problems(dataset, n_problems, data_seed)
+test_set = test_set[:eval_problems]
+log(f"{len(train_set)} train problems, {len(test_set)} held-out eval problems")
+
+start_step, state, policy_source = 0, None, init_from
+if init_from == "tiny":
+    policy_source = os.path.join(out_dir, "warmstart")
+    if not os.path.exists(os.path.join(policy_source, "config.json")):
+        warm_start(policy_source, train_set, steps=warmstart_steps, template=template, device=device, log=log)
+elif init_from == "resume":
+    if not os.path.exists(os.path.join(ckpt_dir, "state.pt")):
+        raise SystemExit(f"init_from='resume' but there is no checkpoint in {ckpt_dir}")
+    state = torch.load(os.path.join(ckpt_dir, "state.pt"), weights_only=False)
+    policy_source = ckpt_dir
+model, tokenizer = load_policy(policy_source, device)
+if gradient_checkpointing:
+    model.gradient_checkpointing_enable()
+ref_model = None
+if kl_coef > 0:  # the frozen reference is the policy RL started from
+    ref_model, _ = load_policy(state["ref_source"] if state else policy_source, device)
+    ref_model.requires_grad_(False).eval()
+optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.99))
+if state:
+    optimizer.load_state_dict(state["optimizer"])
+    start_step = state["step"]
+    rng.setstate(state["python_rng"])
+    torch.set_rng_state(state["torch_rng"])
+    if torch.cuda.is_available() and state.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    log(f"resumed from {ckpt_dir} at step {start_step}")
+ref_source = state["ref_source"] if state else policy_source
+metrics_path = os.path.join(out_dir, "metrics.jsonl")
+
+
+def log_json(record):
+    with open(metrics_path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def save_checkpoint(step):
+    """save_pretrained + optimizer/RNG state, written to a temp dir and swapped in with renames,
+    so a run killed at any moment leaves the previous complete checkpoint (or the new one)."""
+    tmp, old = ckpt_dir + ".tmp", ckpt_dir + ".old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    torch.save({"step": step, "optimizer": optimizer.state_dict(), "python_rng": rng.getstate(),
+                "torch_rng": torch.get_rng_state(), "config": config, "ref_source": ref_source,
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+               os.path.join(tmp, "state.pt"))
+    if os.path.exists(ckpt_dir):
+        os.replace(ckpt_dir, old)
+    os.replace(tmp, ckpt_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def run_eval(step, n):
+    t0 = time.time()
+    with ctx:
+        res = evaluate(model, tokenizer, test_set, n, temperature, max_new_tokens, template)
+    log(f"eval @ step {step} ({time.time() - t0:.0f}s):\n{format_table(res)}")
+    log_json({"eval_step": step, "eval_time": time.time() - t0, **res})
+    return res
+
+
+# ----------------------------------------------------------------------------- training loop
+if start_step == 0 and init_from != "resume":
+    run_eval(0, eval_n)
+model.train()
+bar = tqdm(range(start_step, max_steps), initial=start_step, total=max_steps, desc=algo, dynamic_ncols=True)
+for step in bar:
+    # 1. rollout: G responses for each of the step's prompts (groups are contiguous rows)
+    t0 = time.time()
+    batch = rng.sample(train_set, prompts_per_step)
+    prompts = [countdown.format_prompt(p["nums"], p["target"], template) for p in batch]
+    with ctx:
+        ro = rollout(model, tokenizer, prompts, group_size, max_new_tokens, temperature)
+    t1 = time.time()
+
+    # 2. reward: r_i in {0, FORMAT_SCORE, 1}; "correct" means r_i = 1
+    problems = [p for p in batch for _ in range(group_size)]
+    rewards = torch.tensor([countdown_reward(t, p["nums"], p["target"]) for t, p in zip(ro.texts, problems)],
+                           device=device)  # (B,)
+    correct = (rewards == 1.0).float()  # (B,)
+    t2 = time.time()
+
+    # 3. advantages (B, T), the batch-level normaliser, and the reference log-probs for the KL term
+    mask = ro.response_mask.float()  # (B, T)
+    adv = L.advantages(algo, rewards, correct, ro.old_logp, mask, group_size, alpha, beta, ds_form, scale_std)
+    denom = L.normaliser(mask, agg)
+    ref_logp = torch.zeros_like(ro.old_logp)
+    if ref_model is not None:
+        with torch.no_grad(), ctx:
+            ref_logp, _ = response_logprobs(ref_model, ro.input_ids, ro.attention_mask, ro.n_prompt, temperature)
+
+    # 4. update: ppo_epochs optimizer steps, each over the whole batch in micro-batches
+    for _ in range(ppo_epochs):
+        loss_sum = 0.0
+        for idx in torch.arange(len(rewards), device=device).split(micro_batch_size):
+            with ctx:
+                logp, _ = response_logprobs(model, ro.input_ids[idx], ro.attention_mask[idx], ro.n_prompt,
+                                            temperature)
+                loss = L.policy_loss(logp, ro.old_logp[idx], adv[idx], mask[idx], denom, agg, eps_low,
+                                     eps_high, ref_logp[idx], kl_coef)
+            if not torch.isfinite(loss):
+                raise SystemExit(f"step {step}: the loss is {loss.item()}; nothing from this step was saved "
+                                 f"(last checkpoint: {ckpt_dir}). Try a lower lr or grad_clip.")
+            loss.backward()
+            loss_sum += loss.item()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    t3 = time.time()
+
+    # 5. metrics
+    seq_L = L.seq_logprob(ro.old_logp, mask)
+    ds = L.ds_term(correct, seq_L, alpha, beta) if algo == "ds-grpo" else torch.zeros_like(seq_L)
+    record = {
+        "step": step + 1, "loss": loss_sum, "reward": rewards.mean().item(), "accuracy": correct.mean().item(),
+        "entropy": ((ro.entropy * mask).sum() / mask.sum()).item(),
+        "response_len": mask.sum(-1).mean().item(), "truncated": ro.truncated.float().mean().item(),
+        "ds_abs": ds.abs().mean().item(), "ds_correct": (ds * correct).sum().item() / max(correct.sum().item(), 1),
+        "ds_incorrect": (ds * (1 - correct)).sum().item() / max((1 - correct).sum().item(), 1),
+        "grad_norm": grad_norm.item(), "time_rollout": t1 - t0, "time_reward": t2 - t1, "time_train": t3 - t2,
+    }
+    log_json(record)
+    bar.set_postfix(acc=f"{record['accuracy']:.3f}", ent=f"{record['entropy']:.3f}")
+    log(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
+
+    last = step + 1 == max_steps
+    if (step + 1) % eval_interval == 0 and not last:
+        run_eval(step + 1, eval_n)
+    if (step + 1) % ckpt_interval == 0 or last:
+        save_checkpoint(step + 1)
+bar.close()
+final = run_eval(max_steps, final_eval_n)
+with open(os.path.join(out_dir, "final_eval.json"), "w") as f:
+    json.dump({"algo": algo, "config": config, **final}, f, indent=2)
+log(f"done: final pass@1 {final['pass@k'][1]:.4f}, checkpoint in {ckpt_dir}")
