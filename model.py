@@ -1,7 +1,8 @@
 """
 The policy: loading any Hugging Face causal LM and its tokenizer, the embedded tiny default
 (a Llama-shaped model trained from scratch with a character-level tokenizer), its warm start by
-supervised training on solver-generated Countdown solutions, and per-token log-probs / entropies.
+supervised training on solver-generated Countdown solutions, per-token log-probs / entropies, and
+ICT's per-token JS uniqueness.
 """
 import math
 import os
@@ -12,6 +13,8 @@ import time
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
+
+from loss import group_uniqueness
 
 # ----------------------------------------------------------------------------- tokenizer
 SPECIAL = ["<pad>", "<bos>", "<eos>", "<unk>"]
@@ -73,21 +76,27 @@ def _chunk_logp_entropy(hidden, targets, lm_head, temperature):
     return logp, entropy
 
 
+def _response_hidden(model, input_ids, attention_mask, n_prompt):
+    """Last hidden states (B, T, D) of the rows that predict the T response tokens (row t predicts
+    token t), and the LM head. Assumes logits = lm_head(last hidden state): Llama/Qwen/Mistral."""
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # as HF generate does for left padding
+    base = getattr(model, model.base_model_prefix)
+    hidden = base(input_ids=input_ids, attention_mask=attention_mask,
+                  position_ids=position_ids, use_cache=False).last_hidden_state  # (B, P+T, D)
+    return hidden[:, n_prompt - 1:-1], model.get_output_embeddings()
+
+
 def response_logprobs(model, input_ids, attention_mask, n_prompt, temperature=1.0):
     """Log-prob of each response token and the entropy of the distribution it was drawn from,
     both at the sampling temperature. input_ids (B, P+T) holds left-padded prompts of length P
     followed by responses of length T. Returns logp (B, T), entropy (B, T).
     The (B, T, V) logits are never materialised: the LM head runs over chunks of rows, and when
     gradients are on each chunk is recomputed in backward (activation checkpointing) instead of
-    being stored. Assumes logits = lm_head(last hidden state), true for Llama/Qwen/Mistral."""
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # as HF generate does for left padding
-    base = getattr(model, model.base_model_prefix)
-    hidden = base(input_ids=input_ids, attention_mask=attention_mask,
-                  position_ids=position_ids, use_cache=False).last_hidden_state  # (B, P+T, D)
-    B, T = input_ids.shape[0], input_ids.shape[1] - n_prompt
-    hidden = hidden[:, n_prompt - 1:-1].reshape(B * T, -1)  # (B*T, D): row t predicts token t
+    being stored."""
+    hidden, lm_head = _response_hidden(model, input_ids, attention_mask, n_prompt)
+    B, T = hidden.shape[:2]
+    hidden = hidden.reshape(B * T, -1)  # (B*T, D)
     targets = input_ids[:, n_prompt:].reshape(B * T)  # (B*T,)
-    lm_head = model.get_output_embeddings()
     rows = max(1, MAX_LOGITS_PER_CHUNK // lm_head.weight.shape[0])
     logps, ents = [], []
     for i in range(0, B * T, rows):
@@ -99,6 +108,25 @@ def response_logprobs(model, input_ids, attention_mask, n_prompt, temperature=1.
         logps.append(lp)
         ents.append(en)
     return torch.cat(logps).view(B, T), torch.cat(ents).view(B, T)
+
+
+@torch.no_grad()
+def js_uniqueness(model, input_ids, attention_mask, n_prompt, response_mask, G, temperature=1.0):
+    """ICT's per-token uniqueness u_{i,t} = JS(pi(.|i,t) || P_avg(.|t)) (loss.group_uniqueness), P_avg
+    the mean over the group's alive responses at position t. Returns u (B, T), 0 on dead tokens.
+    Needs every response's full next-token distribution, so like response_logprobs it never holds
+    (B, T, V): one group at a time (one forward of G rows), and over chunks of positions so that at
+    most MAX_LOGITS_PER_CHUNK float32 logits (G, t_chunk, V) exist at once (plus a few temporaries)."""
+    B, T = response_mask.shape
+    u = torch.zeros(B, T, device=response_mask.device)
+    for g in range(0, B, G):  # rows g..g+G-1: one prompt's group
+        hidden, lm_head = _response_hidden(model, input_ids[g:g + G], attention_mask[g:g + G], n_prompt)
+        t_chunk = max(1, MAX_LOGITS_PER_CHUNK // (G * lm_head.weight.shape[0]))
+        for t in range(0, T, t_chunk):
+            logits = lm_head(hidden[:, t:t + t_chunk]).float() / temperature  # (G, t_chunk, V)
+            alive = response_mask[g:g + G, t:t + t_chunk]  # (G, t_chunk)
+            u[g:g + G, t:t + t_chunk] = group_uniqueness(logits.softmax(-1), alive)
+    return u
 
 
 # ----------------------------------------------------------------------------- warm start

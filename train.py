@@ -7,7 +7,8 @@ DS-GRPO (and GRPO) on Countdown, in one readable loop.
 
 Each step: sample `prompts_per_step` training problems, draw `group_size` responses per prompt
 (rollout.py), score them (reward.py), turn rewards into per-token advantages (loss.py; DS-GRPO adds
-the DS-Eq.6 term), then take `ppo_epochs` optimizer steps on the clipped surrogate.
+the DS-Eq.6 term) and per-token weights (the token-selection methods keep only some tokens), then take
+`ppo_epochs` optimizer steps on the clipped surrogate (plus -/+ c H for the entropy baselines).
 
 What is simplified, and why:
 - One process, one device. Rollouts use plain HF `generate` (no vLLM): fewer moving parts.
@@ -34,7 +35,7 @@ import countdown
 import loss as L
 from configurator import configure
 from eval import evaluate, format_table
-from model import load_policy, response_logprobs, warm_start
+from model import js_uniqueness, load_policy, response_logprobs, warm_start
 from reward import countdown_reward
 from rollout import rollout
 
@@ -48,6 +49,7 @@ eval_problems = 100  # held-out problems used for evaluation
 eval_n = 16  # samples per problem in the periodic evaluations
 final_eval_n = 64  # samples per problem in the final evaluation
 ckpt_interval = 50  # steps between checkpoints (and at the end)
+log_interval = 10  # steps between lines on stdout (every step goes to out/metrics.jsonl)
 seed = 1337
 # data
 dataset = "generated"  # 'generated' (offline, countdown.py) or 'hf' (Countdown-Tasks-3to4, needs network)
@@ -55,12 +57,12 @@ n_problems = 8000  # problems generated (or loaded), split 90/10 into train/test
 data_seed = 0
 template = "tiny"  # prompt template: 'tiny' or 'instruct' (countdown.PROMPT_TEMPLATES)
 # RL
-algo = "ds-grpo"  # 'grpo' or 'ds-grpo'
-alpha = 0.1  # gamma_p in DS-Eq.6: bonus on correct responses
+algo = "ds-grpo"  # one of ALGOS below: GRPO variants, DS-GRPO, entropy baselines, token selection
+alpha = 1.0  # gamma_p in DS-Eq.6: bonus on correct responses (see README: tiny-model scale)
 beta = 0.1  # gamma_n in DS-Eq.6: penalty on incorrect responses
 ds_form = "seq"  # where the DS term goes: 'seq' (default), 'token' or 'reward' (see loss.advantages)
 max_steps = 200
-prompts_per_step = 16
+prompts_per_step = 32
 group_size = 8  # G, responses per prompt
 max_new_tokens = 32
 temperature = 1.0  # sampling temperature for training and evaluation
@@ -74,6 +76,10 @@ eps_high = 0.2  # > eps_low is DAPO's clip-higher
 agg = "token-mean"  # 'token-mean' or 'seq-mean'
 scale_std = True  # False = Dr.GRPO (no std division of the advantage)
 kl_coef = 0.0  # k3 KL to the initial policy; the reference model is loaded only when > 0
+entropy_coef = 0.01  # c of 'entropy-bonus' (loss -= c H) and 'entropy-penalty' (loss += c H), the usual 1e-3..1e-2
+top_entropy_frac = 0.2  # rho of '20-entropy': only the top 20% highest-entropy tokens of the batch learn
+stapo_q = 0.75  # 'stapo': tau_h = this quantile of low-prob correct tokens' entropies (one source: 0.8)
+ict_warmup_steps = 20  # Theta of 'ict': dense GRPO steps before the sparse selection (unknown in the paper)
 # system
 device = "cuda" if torch.cuda.is_available() else "cpu"
 dtype = "bfloat16" if torch.cuda.is_available() else "float32"  # autocast dtype; weights stay float32
@@ -81,7 +87,7 @@ gradient_checkpointing = False
 config = configure(globals(), sys.argv[1:])
 # -----------------------------------------------------------------------------
 
-ALGOS = ("grpo", "ds-grpo")
+ALGOS = ("grpo", "dr-grpo", "ds-grpo", "entropy-bonus", "entropy-penalty", "20-entropy", "stapo", "ict")
 if algo not in ALGOS:
     raise SystemExit(f"algo must be one of {ALGOS}, got {algo!r}")
 if min(prompts_per_step, group_size, micro_batch_size, max_new_tokens, eval_n, final_eval_n) < 1:
@@ -183,10 +189,17 @@ for step in bar:
     correct = (rewards == 1.0).float()  # (B,)
     t2 = time.time()
 
-    # 3. advantages (B, T), the batch-level normaliser, and the reference log-probs for the KL term
+    # 3. advantages (B, T), the tokens that learn (weight, a keep mask for the token-selection methods,
+    #    from the rollout-time pi_old = the current policy), the batch-level normaliser, the reference log-probs
     mask = ro.response_mask.float()  # (B, T)
     adv = L.advantages(algo, rewards, correct, ro.old_logp, mask, group_size, alpha, beta, ds_form, scale_std)
-    denom = L.normaliser(mask, agg)
+    select = "grpo" if algo == "ict" and step < ict_warmup_steps else algo  # ICT: Theta dense warm-up steps
+    u = None  # ICT uniqueness (B, T): needs the full next-token distributions, one more no-grad pass
+    if select == "ict":
+        with ctx:
+            u = js_uniqueness(model, ro.input_ids, ro.attention_mask, ro.n_prompt, mask, group_size, temperature)
+    weight = L.token_weights(select, mask, ro.entropy, ro.old_logp, adv, correct, u, top_entropy_frac, stapo_q)
+    denom = L.normaliser(weight, agg)  # kept tokens (token-mean) or sequences with a kept token (seq-mean)
     ref_logp = torch.zeros_like(ro.old_logp)
     if ref_model is not None:
         with torch.no_grad(), ctx:
@@ -197,10 +210,11 @@ for step in bar:
         loss_sum = 0.0
         for idx in torch.arange(len(rewards), device=device).split(micro_batch_size):
             with ctx:
-                logp, _ = response_logprobs(model, ro.input_ids[idx], ro.attention_mask[idx], ro.n_prompt,
-                                            temperature)
-                loss = L.policy_loss(logp, ro.old_logp[idx], adv[idx], mask[idx], denom, agg, eps_low,
+                logp, entropy = response_logprobs(model, ro.input_ids[idx], ro.attention_mask[idx], ro.n_prompt,
+                                                  temperature)  # current policy, with grad
+                loss = L.policy_loss(logp, ro.old_logp[idx], adv[idx], weight[idx], denom, agg, eps_low,
                                      eps_high, ref_logp[idx], kl_coef)
+                loss = loss + L.entropy_term(algo, entropy, weight[idx], agg, denom, entropy_coef)  # -/+ c H_bar
             if not torch.isfinite(loss):
                 raise SystemExit(f"step {step}: the loss is {loss.item()}; nothing from this step was saved "
                                  f"(last checkpoint: {ckpt_dir}). Try a lower lr or grad_clip.")
@@ -214,17 +228,24 @@ for step in bar:
     # 5. metrics
     seq_L = L.seq_logprob(ro.old_logp, mask)
     ds = L.ds_term(correct, seq_L, alpha, beta) if algo == "ds-grpo" else torch.zeros_like(seq_L)
+    tok_c, tok_w = mask * correct[:, None], mask * (1 - correct[:, None])  # tokens of correct / wrong responses
     record = {
         "step": step + 1, "loss": loss_sum, "reward": rewards.mean().item(), "accuracy": correct.mean().item(),
         "entropy": ((ro.entropy * mask).sum() / mask.sum()).item(),
         "response_len": mask.sum(-1).mean().item(), "truncated": ro.truncated.float().mean().item(),
         "ds_abs": ds.abs().mean().item(), "ds_correct": (ds * correct).sum().item() / max(correct.sum().item(), 1),
         "ds_incorrect": (ds * (1 - correct)).sum().item() / max((1 - correct).sum().item(), 1),
+        "kept_frac": (weight.sum() / mask.sum()).item(),  # response tokens that got gradient
+        "entropy_correct": (ro.entropy * tok_c).sum().item() / max(tok_c.sum().item(), 1),
+        "entropy_incorrect": (ro.entropy * tok_w).sum().item() / max(tok_w.sum().item(), 1),
         "grad_norm": grad_norm.item(), "time_rollout": t1 - t0, "time_reward": t2 - t1, "time_train": t3 - t2,
     }
     log_json(record)
     bar.set_postfix(acc=f"{record['accuracy']:.3f}", ent=f"{record['entropy']:.3f}")
-    log(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
+    if (step + 1) % log_interval == 0:
+        log(f"step {step + 1}: reward {record['reward']:.3f} | acc {record['accuracy']:.3f} | "
+            f"entropy {record['entropy']:.3f} | len {record['response_len']:.1f} | ds {record['ds_abs']:.4f} | "
+            f"kept {record['kept_frac']:.2f} | rollout {t1 - t0:.2f}s reward {t2 - t1:.2f}s train {t3 - t2:.2f}s")
 
     last = step + 1 == max_steps
     if (step + 1) % eval_interval == 0 and not last:

@@ -45,6 +45,27 @@ def test_train_runs_checkpoints_and_resumes(tmp_path, algo):
     assert [r["step"] for r in records(out) if "step" in r] == [1, 2, 3]
 
 
+@pytest.mark.parametrize("algo", ["dr-grpo", "entropy-bonus", "entropy-penalty", "20-entropy", "stapo", "ict"])
+def test_train_runs_every_other_algo(tmp_path, algo):
+    # one short run each (no resume); ict's warm-up is 1 step so step 2 takes the sparse path
+    out = str(tmp_path / "run")
+    run(f"--out_dir={out}", f"--algo={algo}", "--ict_warmup_steps=1", *TINY)
+    steps = [r for r in records(out) if "step" in r]
+    assert [r["step"] for r in steps] == [1, 2]
+    for key in ("kept_frac", "entropy_correct", "entropy_incorrect", "ds_correct", "ds_incorrect"):
+        assert all(key in r for r in steps)
+    kept = [r["kept_frac"] for r in steps]
+    if algo == "20-entropy":  # about the top 20% of the batch's tokens (more only on ties)
+        assert all(0 < k < .5 for k in kept)
+    elif algo == "ict":  # step 1 is the dense warm-up, step 2 keeps ~10% of each response
+        assert kept[0] == 1 and 0 < kept[1] < 1
+    elif algo == "stapo":  # silences only rare spurious tokens, often none
+        assert all(0 < k <= 1 for k in kept)
+    else:
+        assert kept == [1, 1]
+    assert os.path.exists(os.path.join(out, "final_eval.json"))
+
+
 @pytest.mark.parametrize("arg, message", [
     ("--no_such_key=1", "unknown config key 'no_such_key'"),
     ("--max_steps=ten", "max_steps must be int"),

@@ -1,0 +1,372 @@
+"""GRPO and DS-GRPO losses by example: every number below is worked out by hand, next to
+../shared/PAPERS.md sections 1 (GRPO) and 2 (DS-GRPO, DS-Eq.4 / DS-Eq.6).
+
+Shapes as in loss.py: B responses (prompts x G, groups contiguous), T response tokens."""
+import math
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+import loss
+
+EPS = 1e-6  # the eps of group_advantages: A_i = (r_i - mean) / (std + eps)
+TIGHT = dict(rtol=0, atol=1e-6)
+
+
+def t(x):
+    return torch.tensor(x, dtype=torch.float32)
+
+
+# ============================================================================= GRPO advantages
+def test_group_advantages_G2_by_hand():
+    # rewards [1, 0]: mean .5, unbiased std sqrt(((.5)^2 + (.5)^2) / (2 - 1)) = sqrt(.5) = .7071
+    # -> A = [.5, -.5] / .7071 = [.7071, -.7071]. The second group is the mirror image.
+    a = 0.5 / (math.sqrt(0.5) + EPS)
+    assert_close(loss.group_advantages(t([1, 0, 0, 1]), G=2), t([a, -a, -a, a]), **TIGHT)
+    # with eps = 0 it is exactly 1/sqrt(2)
+    s = 1 / math.sqrt(2)
+    assert_close(loss.group_advantages(t([1, 0, 0, 1]), G=2, eps=0.0), t([s, -s, -s, s]), **TIGHT)
+
+
+def test_group_advantages_G4_by_hand():
+    # group 1, rewards [1, 0, 0, 0]: mean .25, deviations [.75, -.25, -.25, -.25],
+    #   unbiased var (.5625 + 3 * .0625) / 3 = .25, std .5 -> A = [1.5, -.5, -.5, -.5]
+    # group 2, rewards [1, 1, 0, 0]: mean .5, deviations +-.5, var 4 * .25 / 3 = 1/3,
+    #   std .57735 -> A = +-.5 / .57735 = +-.86603
+    r = t([1, 0, 0, 0, 1, 1, 0, 0])
+    b = 0.5 / (math.sqrt(1 / 3) + EPS)
+    expected = t([0.75 / (0.5 + EPS), -0.25 / (0.5 + EPS), -0.25 / (0.5 + EPS), -0.25 / (0.5 + EPS),
+                  b, b, -b, -b])
+    assert_close(loss.group_advantages(r, G=4), expected, **TIGHT)
+    assert_close(loss.group_advantages(r, G=4, eps=0.0), t([1.5, -.5, -.5, -.5, .8660254, .8660254,
+                                                           -.8660254, -.8660254]), **TIGHT)
+
+
+def test_group_advantages_without_std_dr_grpo():
+    # Dr.GRPO: only centred. [1,0,0,0] -> [.75,-.25,-.25,-.25]; [1,1,0,0] -> [.5,.5,-.5,-.5]
+    r = t([1, 0, 0, 0, 1, 1, 0, 0])
+    assert_close(loss.group_advantages(r, G=4, scale_std=False),
+                 t([.75, -.25, -.25, -.25, .5, .5, -.5, -.5]), **TIGHT)
+
+
+@pytest.mark.parametrize("scale_std", [True, False])
+def test_equal_reward_groups_get_exactly_zero(scale_std):
+    # all correct, all wrong, all format-score-only: no signal, A_i = 0 exactly (0 / (0 + eps))
+    r = t([1, 1, 1, 1, 0, 0, 0, 0, .1, .1, .1, .1])
+    adv = loss.group_advantages(r, G=4, scale_std=scale_std)
+    assert torch.equal(adv, torch.zeros(12))
+
+
+# ============================================================================= DS-Eq.6 pieces
+def test_seq_logprob_is_length_normalised_mean_over_mask():
+    # L_i = (1/|y_i|) sum_t l_{i,t}; tokens outside the mask (after EOS) do not count
+    old_logp = t([[-1., -2., -3.], [-.5, -1.5, -9.], [-4., -8., -8.]]).requires_grad_()
+    mask = t([[1, 1, 1], [1, 1, 0], [1, 0, 0]])
+    L = loss.seq_logprob(old_logp, mask)
+    assert_close(L, t([-2., -1., -4.]), **TIGHT)  # -6/3, -2/2, -4/1
+    assert not L.requires_grad  # detached: no gradient through L_i (DS-Eq.6)
+
+
+def test_ds_term_sign_and_size_by_hand():
+    # DS-Eq.6: -alpha 1[r=1] L + beta 1[r=0] L, with L <= 0.
+    correct = t([1, 0, 1, 0])
+    L = t([-2., -1., -.1, -5.])
+    # correct, L=-2:  -.1 * -2  = +.2   (bonus)        incorrect, L=-1: .3 * -1 = -.3 (penalty)
+    # correct, L=-.1: -.1 * -.1 = +.01  (likely: small) incorrect, L=-5: .3 * -5 = -1.5
+    d = loss.ds_term(correct, L, alpha=.1, beta=.3)
+    assert_close(d, t([.2, -.3, .01, -1.5]), **TIGHT)
+    assert (d[correct == 1] > 0).all() and (d[correct == 0] < 0).all()
+    # the unlikely correct answer earns more than the likely one (smoothing among correct answers)
+    assert d[0] > d[2]
+
+
+# ============================================================================= loss.advantages
+# One batch used for all the forms below: 2 prompts x G=2, T=3.
+#   row 0: correct,   l = [-1, -2, -3],  mask [1,1,1] -> L = -2
+#   row 1: incorrect, l = [-.5,-1.5,-7], mask [1,1,0] -> L = -1   (-7 is after EOS: ignored)
+#   row 2: incorrect, l = [-4, -8, -8],  mask [1,0,0] -> L = -4
+#   row 3: correct,   l = [-.2,-.4,-.6], mask [1,1,1] -> L = -.4
+# Rewards [1, 0 | 0, 1]: GRPO A = [a, -a | -a, a] with a = .5 / (.7071 + eps) = .7071.
+REWARDS = t([1, 0, 0, 1])
+OLD_LOGP = t([[-1., -2., -3.], [-.5, -1.5, -7.], [-4., -8., -8.], [-.2, -.4, -.6]])
+MASK = t([[1, 1, 1], [1, 1, 0], [1, 0, 0], [1, 1, 1]])
+A = 0.5 / (math.sqrt(0.5) + EPS)
+ALPHA, BETA = .1, .3
+
+
+def adv(algo, ds_form="seq", alpha=ALPHA, beta=BETA, scale_std=True):
+    return loss.advantages(algo, REWARDS, REWARDS, OLD_LOGP, MASK, G=2, alpha=alpha, beta=beta,
+                           ds_form=ds_form, scale_std=scale_std)
+
+
+def test_advantages_grpo_by_hand():
+    a = A
+    expected = t([[a, a, a], [-a, -a, 0], [-a, 0, 0], [a, a, a]])  # A_i on every response token
+    assert_close(adv("grpo"), expected, **TIGHT)
+    # alpha/beta are ignored by plain GRPO
+    assert_close(adv("grpo", alpha=5., beta=5.), expected, **TIGHT)
+    # Dr.GRPO: no std -> +-.5
+    assert_close(adv("grpo", scale_std=False),
+                 t([[.5, .5, .5], [-.5, -.5, 0], [-.5, 0, 0], [.5, .5, .5]]), **TIGHT)
+
+
+def test_advantages_ds_seq_by_hand():
+    # DS-Eq.6, L_i length-normalised, same for every token of y_i:
+    #   row 0 correct   L=-2:  -.1*-2  = +.2    row 1 incorrect L=-1: .3*-1 = -.3
+    #   row 2 incorrect L=-4:  .3*-4   = -1.2   row 3 correct   L=-.4: -.1*-.4 = +.04
+    a = A
+    expected = t([[a + .2] * 3, [-a - .3, -a - .3, 0], [-a - 1.2, 0, 0], [a + .04] * 3])
+    assert_close(adv("ds-grpo", "seq"), expected, **TIGHT)
+
+
+def test_advantages_ds_token_by_hand():
+    # per token: correct -.1 * l_t, incorrect .3 * l_t, masked tokens stay 0
+    #   row 0: [.1, .2, .3]   row 1: [-.15, -.45, (masked)]   row 2: [-1.2, -, -]   row 3: [.02,.04,.06]
+    a = A
+    expected = t([[a + .1, a + .2, a + .3], [-a - .15, -a - .45, 0], [-a - 1.2, 0, 0],
+                  [a + .02, a + .04, a + .06]])
+    assert_close(adv("ds-grpo", "token"), expected, **TIGHT)
+
+
+def test_advantages_ds_reward_by_hand():
+    # the authors' final form: r_DS = r + ds_term(L) (DS-Eq.4 with pi_old), then centred, no std
+    #   r_DS = [1 + .2, 0 - .3 | 0 - 1.2, 1 + .04] = [1.2, -.3 | -1.2, 1.04]
+    #   group 1 mean .45 -> [.75, -.75];  group 2 mean -.08 -> [-1.12, 1.12]
+    expected = t([[.75] * 3, [-.75, -.75, 0], [-1.12, 0, 0], [1.12] * 3])
+    assert_close(adv("ds-grpo", "reward"), expected, **TIGHT)
+
+
+def test_advantages_dr_grpo_is_grpo_without_std():
+    # algo 'dr-grpo' is the shorthand for scale_std=False, whatever scale_std says
+    assert_close(adv("dr-grpo"), adv("grpo", scale_std=False), **TIGHT)
+    assert_close(adv("dr-grpo"), t([[.5, .5, .5], [-.5, -.5, 0], [-.5, 0, 0], [.5, .5, .5]]), **TIGHT)
+
+
+def test_ds_with_zero_coefficients_is_grpo():
+    for form in ("seq", "token"):
+        assert_close(adv("ds-grpo", form, alpha=0., beta=0.), adv("grpo"), **TIGHT)
+    # the reward form has no std division, so it reduces to Dr.GRPO
+    assert_close(adv("ds-grpo", "reward", alpha=0., beta=0.), adv("grpo", scale_std=False), **TIGHT)
+
+
+def test_invalid_ds_form_raises():
+    with pytest.raises(ValueError, match="ds_form"):
+        adv("ds-grpo", "sequence")
+
+
+# ============================================================================= the surrogate
+def test_clipped_surrogate_by_hand():
+    # per-token loss -min(rho A, clip(rho, 1 - eps_low, 1 + eps_high) A); eps_low .2, eps_high .28
+    # (clip-higher): the clip range is [.8, 1.28].
+    rho = t([1.1, 1.5, 0.5, 1.5, 0.5, 0.9, 1.25])
+    A_ = t([1., 1., 1., -1., -1., -1., 2.])
+    expected = t([
+        -1.1,    # A>0, inside:           rho A = 1.1
+        -1.28,   # A>0, above 1+eps_high: clipped to 1.28 (no further gain from pushing up)
+        -0.5,    # A>0, below 1-eps_low:  min(.5, .8) = .5, NOT clipped (pessimistic bound)
+        1.5,     # A<0, above:            min(-1.5, -1.28) = -1.5, NOT clipped
+        0.8,     # A<0, below 1-eps_low:  min(-.5, -.8) = -.8, clipped
+        0.9,     # A<0, inside
+        -2.5,    # A>0, rho 1.25 is inside [.8, 1.28] (it would be clipped to 1.2 with eps_high .2)
+    ])
+    old = t([-1., -2., -.5, -3., -1., -.1, -2.])
+    logp = (old + rho.log()).requires_grad_()
+    per_tok = loss.clipped_surrogate(logp, old, A_, eps_low=.2, eps_high=.28)
+    assert_close(per_tok, expected, **TIGHT)
+    # gradient: d(-rho A)/dlogp = -rho A where not clipped, exactly 0 where clipped
+    per_tok.sum().backward()
+    clipped = torch.tensor([False, True, False, False, True, False, False])
+    assert torch.equal(logp.grad[clipped], torch.zeros(2))
+    assert_close(logp.grad[~clipped], (-rho * A_)[~clipped], **TIGHT)
+    # symmetric clip 0.2: the last token is clipped at 1.2
+    sym = loss.clipped_surrogate(logp.detach(), old, A_, eps_low=.2, eps_high=.2)
+    assert_close(sym[-1], t(-2.4), **TIGHT)
+
+
+def test_on_policy_surrogate_is_minus_advantage():
+    # rho = 1 (one gradient step per batch): loss -A, gradient -A (REINFORCE with a group baseline)
+    old = t([[-1., -2.], [-.3, -4.]])
+    logp = old.clone().requires_grad_()
+    A_ = t([[.5, .5], [-2., -2.]])
+    per_tok = loss.clipped_surrogate(logp, old, A_)
+    assert_close(per_tok, -A_, **TIGHT)
+    per_tok.sum().backward()
+    assert_close(logp.grad, -A_, **TIGHT)
+
+
+def test_kl_k3():
+    g = torch.Generator().manual_seed(0)
+    p, q = -torch.rand(20, generator=g) * 3, -torch.rand(20, generator=g) * 3
+    assert_close(loss.kl_k3(p, q), torch.exp(q - p) - (q - p) - 1, **TIGHT)
+    assert (loss.kl_k3(p, q) >= 0).all()
+    assert torch.equal(loss.kl_k3(p, p), torch.zeros(20))
+    # by hand: q - p = 1 -> e - 2 = .71828;  q - p = -1 -> 1/e = .36788
+    assert_close(loss.kl_k3(t([0., 0.]), t([1., -1.])), t([math.e - 2, math.exp(-1)]), **TIGHT)
+    # unbiased: sum_v pi_theta(v) k3(v) = KL(pi_theta || pi_ref) on a small categorical
+    lp = torch.log_softmax(torch.randn(7, generator=g, dtype=torch.float64), -1)
+    lq = torch.log_softmax(torch.randn(7, generator=g, dtype=torch.float64), -1)
+    assert_close((lp.exp() * loss.kl_k3(lp, lq)).sum(), (lp.exp() * (lp - lq)).sum())
+
+
+# ============================================================================= aggregation
+PER_TOKEN = t([[1., 2., 3.], [4., 5., 6.], [7., 8., 9.]])
+WEIGHT = t([[1, 1, 0], [1, 0, 0], [0, 0, 0]])  # third row: no kept tokens at all
+
+
+def test_token_mean_by_hand():
+    denom = loss.normaliser(WEIGHT, "token-mean")
+    assert denom.item() == 3  # kept tokens
+    assert_close(loss.aggregate(PER_TOKEN, WEIGHT, "token-mean", denom), t(7 / 3), **TIGHT)  # (1+2+4)/3
+
+
+def test_seq_mean_by_hand():
+    denom = loss.normaliser(WEIGHT, "seq-mean")
+    assert denom.item() == 2  # sequences with at least one kept token
+    # mean over tokens within each sequence: 1.5, 4, (0 for the empty one); then / 2 sequences
+    assert_close(loss.aggregate(PER_TOKEN, WEIGHT, "seq-mean", denom), t((1.5 + 4) / 2), **TIGHT)
+
+
+def test_bad_agg_raises():
+    with pytest.raises(ValueError):
+        loss.aggregate(PER_TOKEN, WEIGHT, "sum", t(1.))
+
+
+@pytest.mark.parametrize("agg", ["token-mean", "seq-mean"])
+@pytest.mark.parametrize("kl_coef", [0.0, 0.1])
+def test_micro_batches_with_full_normaliser_equal_full_batch(agg, kl_coef):
+    # gradient accumulation: each micro-batch divides by the WHOLE batch's normaliser, so the sum of
+    # micro-batch losses (and of their gradients) is the full-batch loss (and gradient).
+    g = torch.Generator().manual_seed(1)
+    B, T = 8, 5
+    old = -torch.rand(B, T, generator=g, dtype=torch.float64) * 3
+    logp_full = (old + 0.3 * torch.randn(B, T, generator=g, dtype=torch.float64)).requires_grad_()
+    ref = -torch.rand(B, T, generator=g, dtype=torch.float64) * 3
+    lengths = torch.tensor([5, 1, 3, 4, 2, 5, 3, 1])
+    weight = (torch.arange(T)[None] < lengths[:, None]).double()
+    A_ = torch.randn(B, generator=g, dtype=torch.float64)[:, None] * weight
+    kw = dict(agg=agg, eps_low=.2, eps_high=.28, ref_logp=ref, kl_coef=kl_coef)
+    denom = loss.normaliser(weight, agg)
+
+    full = loss.policy_loss(logp_full, old, A_, weight, denom, **kw)
+    full.backward()
+
+    logp_micro = logp_full.detach().clone().requires_grad_()
+    total = 0.0
+    for s in (slice(0, 3), slice(3, 4), slice(4, 8)):  # uneven micro-batches
+        part = loss.policy_loss(logp_micro[s], old[s], A_[s], weight[s], denom, agg=agg, eps_low=.2,
+                                eps_high=.28, ref_logp=ref[s], kl_coef=kl_coef)
+        part.backward()
+        total = total + part.detach()
+    assert_close(total, full.detach(), rtol=0, atol=1e-12)
+    assert_close(logp_micro.grad, logp_full.grad, rtol=0, atol=1e-12)
+
+
+# ============================================================================= gradients per group
+def _policy_grad(adv_bt, old, mask):
+    """Gradient of the on-policy token-mean loss w.r.t. logp (logp = old_logp: rho = 1)."""
+    logp = old.clone().requires_grad_()
+    loss.policy_loss(logp, old, adv_bt, mask, loss.normaliser(mask, "token-mean")).backward()
+    return logp.grad
+
+
+@pytest.mark.parametrize("scale_std", [True, False])
+def test_grpo_zero_advantage_groups_give_zero_gradient(scale_std):
+    # G = 4: group 0 all correct, group 1 all wrong, group 2 mixed
+    rewards = t([1, 1, 1, 1, 0, 0, 0, 0, 1, 0, 0, 1])
+    old = -torch.rand(12, 3, generator=torch.Generator().manual_seed(2)) * 4
+    mask = torch.ones(12, 3)
+    a = loss.advantages("grpo", rewards, rewards, old, mask, G=4, scale_std=scale_std)
+    grad = _policy_grad(a, old, mask)
+    assert torch.equal(grad[:8], torch.zeros(8, 3))  # exactly zero: no signal from equal groups
+    assert (grad[8:] != 0).all()
+
+
+def test_ds_grpo_still_pushes_all_correct_group_more_for_unlikely_responses():
+    # Under GRPO an all-correct group has A_i = 0 and teaches nothing. DS-Eq.6 adds the bonus
+    # -alpha * L_i (>= 0 since L_i <= 0) to every correct response, so the whole group is still
+    # pushed up, and the *less likely* response (more negative L_i) gets the larger push: this is
+    # the smoothing that fights selection/reinforcement bias toward already-likely solutions.
+    rewards = t([1, 1, 1, 1])
+    old = t([[-.1, -.1], [-.5, -.5], [-1., -1.], [-3., -3.]])  # L = -.1, -.5, -1, -3
+    mask = torch.ones(4, 2)
+    a = loss.advantages("ds-grpo", rewards, rewards, old, mask, G=4, alpha=.1, beta=.1)
+    assert_close(a[:, 0], t([.01, .05, .1, .3]), **TIGHT)  # -alpha * L_i, GRPO part 0
+    grad = _policy_grad(a, old, mask)
+    push = -grad[:, 0]  # gradient descent raises logp by lr * push
+    assert (push > 0).all()
+    assert (push[1:] > push[:-1]).all()  # strictly larger for less likely responses
+    # and an all-wrong group is pushed down by +beta * L_i (< 0)
+    a = loss.advantages("ds-grpo", 0 * rewards, 0 * rewards, old, mask, G=4, alpha=.1, beta=.1)
+    assert (a < 0).all()
+
+
+# ============================================================================= property: one step
+# A one-prompt "policy" that is a softmax over 6 whole answers (responses of length T = 1, so
+# logp = log softmax(logits)[answer]). Answers 0, 1, 2 are correct, 3, 4, 5 are wrong.
+CORRECT = torch.tensor([1., 1., 1., 0., 0., 0.])
+
+
+def _one_step(base, algo, alpha, beta, n_groups=4096, G=8, lr=0.5, seed=0, entropy_coef=0.0):
+    """Samples n_groups groups of G answers from `base` (seeded), takes ONE SGD step on the logits
+    with the on-policy token-mean loss and returns the new probabilities. The entropy baselines add
+    -/+ entropy_coef * H, H the full softmax's entropy (the same for every token, with grad)."""
+    base = torch.tensor(base)
+    gen = torch.Generator().manual_seed(seed)
+    answers = torch.multinomial(base, n_groups * G, replacement=True, generator=gen)
+    correct = CORRECT[answers]
+    logits = base.log().clone().requires_grad_()
+    logp_all = torch.log_softmax(logits, -1)  # (6,)
+    # logp_all[answers] would do, but its backward (index_put_ with accumulate) sums in a thread-
+    # dependent order on CPU, so two identical steps could differ in the last bit; a one-hot matmul is
+    # deterministic, which test_one_step_ds_with_zero_coefficients_equals_grpo relies on.
+    logp = (torch.nn.functional.one_hot(answers, 6).to(logp_all.dtype) @ logp_all)[:, None]  # (B, T=1)
+    old, mask = logp.detach(), torch.ones(n_groups * G, 1)
+    a = loss.advantages(algo, correct, correct, old, mask, G, alpha=alpha, beta=beta, ds_form="seq")
+    denom = loss.normaliser(mask, "token-mean")
+    entropy = -(logp_all.exp() * logp_all).sum().expand(n_groups * G, 1)  # (B, 1) H of the policy
+    (loss.policy_loss(logp, old, a, mask, denom)
+     + loss.entropy_term(algo, entropy, mask, "token-mean", denom, entropy_coef)).backward()
+    with torch.no_grad():
+        return torch.softmax(logits - lr * logits.grad, -1)
+
+
+# correct .30 / .15 / .03 (the rarest), wrong .40 (the likely wrong answer) / .07 / .05
+BASE = [.30, .15, .03, .40, .07, .05]
+RAREST_CORRECT, LIKELY_WRONG = 2, 3
+
+
+@pytest.mark.parametrize("ab", [0.1, 0.3, 0.5])
+def test_one_step_ds_smooths_correct_and_sharpens_wrong(ab):
+    base = torch.tensor(BASE)
+    grpo = _one_step(BASE, "grpo", ab, ab)
+    ds = _one_step(BASE, "ds-grpo", ab, ab)
+    # same samples, same start: DS raises the rarest correct answer more than GRPO ...
+    assert ds[RAREST_CORRECT] - base[RAREST_CORRECT] > grpo[RAREST_CORRECT] - base[RAREST_CORRECT]
+    assert ds[RAREST_CORRECT] > base[RAREST_CORRECT]
+    # ... and lowers the likely wrong answer at least as much
+    assert ds[LIKELY_WRONG] - base[LIKELY_WRONG] <= grpo[LIKELY_WRONG] - base[LIKELY_WRONG]
+    # ... and raises the total correct mass more
+    assert ds[:3].sum() > grpo[:3].sum() > base[:3].sum()
+
+
+def test_one_step_ds_with_zero_coefficients_equals_grpo():
+    # the comparison above can fail: with alpha = beta = 0 the two steps are identical
+    assert torch.equal(_one_step(BASE, "ds-grpo", 0., 0.), _one_step(BASE, "grpo", 0., 0.))
+
+
+def test_one_step_bonus_is_still_weighted_by_selection():
+    # A caveat worth knowing (not a bug): in ONE on-policy step the expected logit change from the
+    # DS bonus is pi_b * (d_b - mean d), with d_b = alpha |log pi_b| on correct answers. pi |log pi|
+    # peaks at pi = 1/e, so when a correct answer already holds ~.5 of the mass it still gets a
+    # bigger logit push (.5 * .69) than a rare one (.03 * 3.5), and the resulting renormalisation
+    # can leave the rarest correct answer slightly *lower* than under GRPO. The smoothing of
+    # DS-Eq.4 is a statement about the KL-regularised optimum, not about every single step.
+    # It does still sharpen the wrong answers and raise the total correct mass.
+    base_list = [.50, .15, .03, .20, .07, .05]
+    base = torch.tensor(base_list)
+    grpo = _one_step(base_list, "grpo", .3, .3)
+    ds = _one_step(base_list, "ds-grpo", .3, .3)
+    assert ds[RAREST_CORRECT] < grpo[RAREST_CORRECT]  # the counterexample
+    assert ds[LIKELY_WRONG] - base[LIKELY_WRONG] < grpo[LIKELY_WRONG] - base[LIKELY_WRONG]
+    assert ds[:3].sum() > grpo[:3].sum()
