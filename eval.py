@@ -4,7 +4,9 @@ prints unbiased pass@k for k = 1, 2, 4, ..., n, with distinct correct answers pe
 token entropy; the table is also written as JSON. train.py calls the same evaluate().
 
   python eval.py                                   # out/ckpt on the generated test split, n=64
-  python eval.py --ckpt=out/warmstart --n=256 --temperature=1.0 --out=warm.json
+  python eval.py --ckpt=out/warmstart_countdown --n=256 --out=warm.json   # the warm start, same problems
+  python eval.py --task=math --dataset=math500 --num_problems=500 --n=16 --ckpt=Qwen/Qwen2.5-Math-1.5B \
+      --template=instruct --temperature=0.7 --max_new_tokens=2048          # a real model on MATH-500
 """
 import json
 import math
@@ -12,8 +14,7 @@ import sys
 
 import torch
 
-import countdown
-from reward import answer_key, countdown_reward
+import tasks
 from rollout import rollout
 
 
@@ -35,8 +36,8 @@ def ks_for(n):
 def evaluate(model, tokenizer, problems, n=64, temperature=1.0, max_new_tokens=32, template="tiny",
              rows_per_batch=512, progress=False):
     """Samples n responses for each problem; returns pass@k for k = 1, 2, 4, ..., n averaged over
-    problems, the mean number of distinct correct answers per problem (distinct up to
-    commutativity/associativity, countdown.canonical), the mean token entropy and the accuracy."""
+    problems, the mean number of distinct correct answers per problem (tasks.answer_key: for Countdown
+    up to commutativity/associativity), the mean token entropy and the accuracy."""
     prompts_per_batch = max(1, rows_per_batch // n)
     correct_counts, distinct, ent_sum, tok_sum = [], [], 0.0, 0.0
     batches = range(0, len(problems), prompts_per_batch)
@@ -45,15 +46,15 @@ def evaluate(model, tokenizer, problems, n=64, temperature=1.0, max_new_tokens=3
         batches = tqdm(batches, desc=f"eval n={n}", dynamic_ncols=True)
     for i in batches:
         chunk = problems[i:i + prompts_per_batch]
-        prompts = [countdown.format_prompt(p["nums"], p["target"], template) for p in chunk]
+        prompts = [tasks.prompt(p, template, tokenizer) for p in chunk]
         ro = rollout(model, tokenizer, prompts, n, max_new_tokens, temperature)
         ent_sum += ro.entropy.sum().item()
         tok_sum += ro.response_mask.sum().item()
         for j, p in enumerate(chunk):
             texts = ro.texts[j * n:(j + 1) * n]
-            right = [t for t in texts if countdown_reward(t, p["nums"], p["target"]) == 1.0]
+            right = [t for t in texts if tasks.reward(t, p) == 1.0]
             correct_counts.append(len(right))
-            distinct.append(len({answer_key(t) for t in right}))
+            distinct.append(len({tasks.answer_key(t, p) for t in right}))
     ks = ks_for(n)
     return {
         "n": n, "temperature": temperature, "problems": len(problems),
@@ -79,9 +80,11 @@ if __name__ == "__main__":
     n = 64  # samples per problem
     temperature = 1.0  # the training temperature of the tiny default
     max_new_tokens = 32
-    template = "tiny"  # prompt template (countdown.PROMPT_TEMPLATES)
-    num_problems = 200  # held-out problems to evaluate (the first ones of the test split)
-    dataset, n_problems, data_seed = "generated", 8000, 0  # must match the training run's data
+    template = "tiny"  # prompt template: 'tiny' or 'instruct' (real models)
+    task = "countdown"  # 'countdown' or 'math'
+    dataset = "generated"  # see tasks.load: 'generated', 'hf' (Countdown), or a math set such as 'math500'
+    num_problems = 100  # held-out problems to evaluate (the first ones of the test split), as train.py
+    n_problems, data_seed = 8000, 0  # must match the training run's data
     rows_per_batch = 512  # responses generated at once
     seed = 0
     out = ""  # JSON output path; default: <ckpt>/eval_n<n>.json
@@ -89,7 +92,7 @@ if __name__ == "__main__":
     configure(globals(), sys.argv[1:])
     torch.manual_seed(seed)
     model, tokenizer = load_policy(ckpt, device)
-    _, test = countdown.load_problems(dataset, n_problems, data_seed)
+    _, test = tasks.load(task, dataset, n_problems, data_seed)
     res = evaluate(model, tokenizer, test[:num_problems], n, temperature, max_new_tokens, template,
                    rows_per_batch, progress=True)
     print(format_table(res))

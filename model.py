@@ -132,11 +132,11 @@ def js_uniqueness(model, input_ids, attention_mask, n_prompt, response_mask, G, 
 # ----------------------------------------------------------------------------- warm start
 def warm_start(out_dir, problems, steps=2000, batch_size=64, lr=3e-3, seed=0, template="tiny",
                device="cpu", log=print):
-    """Supervised warm start of the tiny model on solver solutions, saved with save_pretrained.
-    Each example is one problem with one of its solutions drawn uniformly, so a problem with many
-    solutions teaches the model many answers: the diversity that RL can later keep or lose.
-    Few enough steps that the model is far from solving the task (see README)."""
-    from countdown import format_prompt
+    """Supervised warm start of the tiny model, saved with save_pretrained. For Countdown each example
+    is one problem with one of its solver solutions drawn uniformly, so a problem with many solutions
+    teaches the model many answers: the diversity that RL can later keep or lose. Few enough steps
+    that the model is far from solving the task (see README)."""
+    import tasks
     from tqdm import tqdm
     torch.manual_seed(seed)
     rng = random.Random(seed)
@@ -147,8 +147,8 @@ def warm_start(out_dir, problems, steps=2000, batch_size=64, lr=3e-3, seed=0, te
     t0 = time.time()
     for step in (bar := tqdm(range(steps), desc="warm start", dynamic_ncols=True)):
         batch = rng.sample(problems, batch_size)
-        prompts = [format_prompt(p["nums"], p["target"], template) for p in batch]
-        answers = [f"<answer>{rng.choice(p['solutions'])}</answer>{eos}" for p in batch]
+        prompts = [tasks.prompt(p, template) for p in batch]
+        answers = [tasks.sft_completion(p, rng) + eos for p in batch]
         enc = tokenizer([p + a for p, a in zip(prompts, answers)], return_tensors="pt",
                         padding=True, padding_side="right").to(device)
         labels = enc.input_ids.clone()

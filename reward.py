@@ -123,3 +123,105 @@ def answer_key(completion):
     answer = extract_answer(completion)
     tree = None if answer is None else parse_expression(answer)
     return None if tree is None else canonical(tree)
+
+
+# ============================================================================= math
+# Math reward (GSM8K, MATH, AIME/AMC, the generated word problems): 1.0 if the final answer equals
+# the reference mathematically, else 0.0 (no format score: a boxed wrong answer is just wrong).
+# The final answer is the last \boxed{...} (the paper's instruction asks for one), else a GSM8K
+# '#### N' line, else the last number. Equality is math-verify's (sympy), so 1/2, 0.5, \frac12 and
+# \dfrac{1}{2} are one answer. sympy on model text can be slow (a 9^{9^{9}} tower), so the answer is
+# capped in length and parse/verify run under math-verify's timeouts, which use signal.alarm and so
+# only work in the main thread. math_verify is imported on first use: Countdown runs don't need it.
+import logging
+import re
+import threading
+
+MAX_MATH_ANSWER_CHARS = 1000  # longer than any real final answer; bounds what reaches sympy
+MATH_TIMEOUT_S = 2  # per parse and per comparison; whole seconds (signal.alarm); real answers take ms
+_BOX_COMMANDS = ("\\boxed", "\\fbox")
+_NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?")
+_THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+# A timeout on hostile text is expected and scored 0.0; math-verify would log each one as a
+# warning that echoes up to MAX_MATH_ANSWER_CHARS of the model's text.
+logging.getLogger("math_verify").setLevel(logging.ERROR)
+
+
+def last_boxed(text):
+    """Content of the last \\boxed{...} or \\fbox{...} in `text`, or None if there is none or it
+    is never closed (a truncated response). One forward scan counting braces from the last
+    command: linear time, no recursion, any nesting; \\{ and \\} are characters, not groups."""
+    i = max((text.rfind(c) + len(c) if c in text else -1) for c in _BOX_COMMANDS)
+    if i < 0:
+        return None
+    while i < len(text) and text[i].isspace():  # '\boxed {5}'
+        i += 1
+    if i < len(text) and text[i] != "{":  # '\boxed 5': what a model means is the next word
+        word = text[i:].split(None, 1)[0].lstrip("$").split("$", 1)[0]
+        return word or None
+    depth, j = 0, i
+    while j < len(text):
+        if text[j] == "\\":
+            j += 2  # skip the escaped character ('\{', '\}', '\\')
+            continue
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i + 1:j]
+        j += 1
+    return None
+
+
+def extract_math_answer(completion):
+    """The final answer of a completion, or None: the last box; else the text after the last
+    '####' up to the line's end; else the last number. A box that is never closed is None,
+    not a cue to guess a number from the rest. Linear time, never raises."""
+    if not isinstance(completion, str):
+        return None
+    if any(c in completion for c in _BOX_COMMANDS):
+        return last_boxed(completion)
+    at = completion.rfind("####")
+    if at >= 0:
+        return completion[at + 4:].split("\n", 1)[0].strip() or None
+    numbers = _NUMBER.findall(completion)
+    return numbers[-1] if numbers else None
+
+
+def _normalise(s):
+    """Spelling differences that need no sympy: spaces, '$', a final '.', 1,000 for 1000."""
+    return _THOUSANDS_COMMA.sub("", "".join(s.split()).replace("$", "").rstrip("."))
+
+
+def _equivalent(prediction, answer):
+    from math_verify import parse, verify
+    from math_verify.errors import TimeoutException
+    try:
+        # '$...$' is how both plain numbers and LaTeX reach math-verify's LaTeX extractor
+        # ('\boxed{3.}' fails to parse; '$3.$' is 3)
+        gold = parse(f"${answer}$", parsing_timeout=MATH_TIMEOUT_S)
+        guess = parse(f"${prediction}$", parsing_timeout=MATH_TIMEOUT_S)
+        return bool(gold and guess) and verify(gold, guess, timeout_seconds=MATH_TIMEOUT_S)
+    except TimeoutException:  # a BaseException; math-verify catches its own, this is a last resort
+        return False
+
+
+def math_reward(completion, answer):
+    """1.0 if the final answer of `completion` equals the reference `answer` (a string), else
+    0.0. Never raises on any completion, and returns within a few MATH_TIMEOUT_S."""
+    if threading.current_thread() is not threading.main_thread():
+        # math-verify would turn every comparison into a silent 0.0 here: fail loudly instead
+        raise RuntimeError("math_reward needs the main thread (math-verify times out with signal.alarm)")
+    try:
+        prediction = extract_math_answer(completion)
+        if prediction is None or not isinstance(answer, str):
+            return 0.0
+        if len(prediction) > MAX_MATH_ANSWER_CHARS or len(answer) > MAX_MATH_ANSWER_CHARS:
+            return 0.0
+        p, a = _normalise(prediction), _normalise(answer)
+        if not p or not a:
+            return 0.0
+        return 1.0 if p == a or _equivalent(prediction, answer) else 0.0
+    except Exception:  # a last resort: the paths above do not raise
+        return 0.0

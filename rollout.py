@@ -38,7 +38,8 @@ def rollout(model, tokenizer, prompts, G, max_new_tokens, temperature=1.0):
     repetition penalty (hub generation configs often set them), so old_logp is the true
     probability of what was sampled."""
     device = next(model.parameters()).device
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left").to(device)
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left",
+                    add_special_tokens=False).to(device)  # prompts are complete (chat template or plain)
     gen_cfg = GenerationConfig(do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
                                max_new_tokens=max_new_tokens, num_return_sequences=G,
                                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)

@@ -1,47 +1,54 @@
 """
 Toy: selection bias, reinforcement bias, and what DS-GRPO does about them, on the discrete-trajectory
-setting the DS paper's analysis uses (PAPERS.md section 2). Runs in seconds on a CPU:
+setting of the DS paper's analysis (PAPERS.md section 2). A few seconds on a CPU:
 
-    python toy.py          # prints a table, writes assets/toy_dynamics.png and assets/toy_final.png
+    python toy.py     # prints tables; writes assets/toy_dynamics.png, toy_final.png, toy_tradeoff.png
 
-The setting. P prompts, each with a tabular softmax policy pi(y|x) = softmax(z_x) over V answers
-(z = the only parameters, one logit per (prompt, answer)). Each answer is one whole "trajectory", i.e.
-one token, so the length-normalised L_i of DS-Eq.6 is just log pi_old(y_i). Per prompt a few answers are
-correct (r = 1): one dominant correct answer and rarer ones; one likely wrong answer; the rest random.
-Prompts range from easy to hard (base correct mass from a few % to most of it).
+Setting. P prompts, each with a tabular softmax policy pi(y|x) = softmax(z_x) over V answers (the
+logits z are the only parameters). An answer is a whole trajectory of one token, so the length-normalised
+L_i of DS-Eq.6 is just log pi_old(y_i). Per prompt a few answers are correct (r = 1): one dominant correct
+answer and rarer ones; plus one likely wrong answer; prompts range from easy to hard.
 
 Each step, for every prompt, M groups of G answers are sampled from pi_old = the current policy (seeded
-torch.Generator), and every method takes ONE on-policy SGD step (rho = 1, so the clipped surrogate is
-REINFORCE with a group baseline, token-mean = mean over all B = P*M*G samples):
-    GRPO      A_i = (r_i - mean_j r_j) / (std_j r_j + eps)        (loss.group_advantages)
-              loss = -(1/B) sum_i A_i log pi(y_i)
-    +H / -H   loss_GRPO -/+ c * H_bar, H_bar = mean over prompts of the exact entropy H(pi(.|x))
-              (the uniform heuristics, loss.entropy_term's sign convention)
-    DS        A_i^DS = A_i - alpha 1[r_i=1] L_i + beta 1[r_i=0] L_i,  L_i = log pi_old(y_i), detached
-              (DS-Eq.6, loss.ds_term; the pi_old form of DS-Eq.4's reward r - g_p log pi_base / r + g_n log pi_base)
-Same samples-per-step, lr, steps and seed for every method; with alpha = beta = 0, DS is GRPO exactly.
+torch.Generator) and every method takes ONE on-policy SGD step (rho = 1, so the clipped surrogate is
+REINFORCE with a group baseline; token-mean = mean over all B = P*M*G samples):
+    GRPO    A_i = (r_i - mean_j r_j) / (std_j r_j + eps)  (loss.group_advantages);  loss = -(1/B) sum_i A_i log pi(y_i)
+    +H/-H   loss_GRPO -/+ c * H_bar, H_bar = mean over prompts of the exact entropy of pi(.|x)  (loss.entropy_term's signs)
+    DS      A_i^DS = A_i - alpha 1[r_i=1] L_i + beta 1[r_i=0] L_i,  L_i = log pi_old(y_i), detached
+            (DS-Eq.6, loss.ds_term: the pi_old form of DS-Eq.4's r - g_p log pi_base / r + g_n log pi_base)
+Same samples per step, lr, steps and seed for every method; with alpha = beta = 0 DS is GRPO exactly.
 
-Why the biases appear: in expectation the GRPO step on logit z_y of a correct answer is proportional to
-pi(y) (selection: sampled more often) times a group-relative advantage, so the logit of the dominant
-correct answer grows fastest, and as it grows it is sampled still more (reinforcement): the mass among
-correct answers piles onto the one that was already likely. In expectation the DS term adds
-alpha * sum_{y correct} pi(y) (-log pi(y)) (e_y - pi), the gradient of the entropy restricted to the
-correct answers plus alpha * grad pi(correct), and the mirror image with -beta on the wrong ones.
+Mechanism. In expectation the GRPO step on the logit of a correct answer y is pi(y) * k (k shared by all
+correct answers): it is sampled more (selection) and, as its logit grows, sampled still more
+(reinforcement), so z_dominant - z_rare grows like k (pi_dom - pi_rare): mass piles onto the answer that
+was already likely. In expectation the DS bonus adds alpha * pi(y)(-log pi(y) - S), S = sum_{correct}
+pi (-log pi): an entropy gradient restricted to the correct answers (it flattens them). The DS penalty
+pushes sampled wrong answers down; through the softmax that mass goes to all other answers in proportion
+to pi, the dominant correct one first, so on its own it also sharpens the correct answers.
 
-Metrics (exact, from the policy, averaged over prompts): correct mass p = pi(correct); diversity =
-entropy of pi restricted to the correct answers and renormalised, divided by log(#correct) (1 = uniform
-over the correct answers, 0 = all on one); pass@k = 1 - (1 - p)^k (exact for i.i.d. sampling).
+Metrics (exact, from the policy; mean over prompts): correct = pi(correct); diversity = entropy of pi
+restricted to the correct answers and renormalised, / log(#correct) (1 = uniform over them, 0 = one),
+averaged over prompts weighted by their correct mass (a prompt that lost its correct answers does not
+count as "diverse"); distinct@16 = expected number of distinct correct answers in 16 samples,
+sum_{y correct} 1 - (1 - pi(y))^16; pass@k = 1 - (1 - pi(correct))^k, exact for i.i.d. sampling.
 
-Simplified vs the paper / train.py: tabular logits (no shared parameters, so no transfer between
-prompts: a prompt can only lose correct mass through its own update), one token per trajectory, one
-gradient step per batch (no clipping active), no KL, no format reward, sampled groups (not the exact
-expected update). Caveat: in this toy pass@k is a function of the correct mass alone, so diversity
-among correct answers cannot show up in pass@k here; it is reported as its own panel.
-Coefficients are set once (c = alpha = beta, below) and not tuned per method; read the printed table
-for what actually happens (it is not forced to favour DS).
+Simplified vs the paper / train.py: tabular logits (no shared parameters, no transfer between prompts),
+one token per trajectory, one gradient step per batch (clipping never active), no KL, no format reward,
+sampled groups (not the exact expected update). Here pass@k depends on the correct mass alone, so
+diversity among correct answers cannot show in it (see diversity and distinct@16). The coefficient scale
+is not the paper's: its gamma = 0.01 multiplies a per-token mean log-prob, here L_i = log pi(answer)
+reaches -8. The main run uses one strength for all, c = alpha = beta = COEF (0.3: chosen after seeing
+that 0.1 barely moves the entropy heuristics off GRPO); the sweep and a 5-seed table print the rest.
+What happened (see the printed tables; the seed table agrees with seed 0): GRPO ends ~0.99 correct with
+diversity ~0.01 (mass piled onto the dominant correct answer). The bonus (c = 0.3) keeps more diversity
+(~0.18) at lower correctness (~0.93); the penalty loses hard prompts on some seeds (pass@16 can fall
+below base). DS at the same strength is the most correct (0.995) but NOT more diverse than GRPO: at this
+scale alpha |log pi| is too weak against the selection bias. With alpha = 1, beta = 0.1 (picked AFTER
+seeing the sweep) DS is about as correct as GRPO (0.984 vs 0.989) and more diverse and more correct than
+the bonus at c = 0.3; the bonus at c = 1 is more diverse still but keeps 0.38 correct mass, and beta = 1
+loses hard prompts like the penalty. So here DS does not dominate every setting; it needs alpha >> beta.
 """
 import os
-import math
 import time
 
 import torch
@@ -52,79 +59,77 @@ import matplotlib.pyplot as plt
 from loss import group_advantages, ds_term
 
 # ----------------------------------------------------------------------------- config
-P = 6  # prompts
-V = 30  # answers per prompt
+P, V = 6, 30  # prompts, answers per prompt
 N_CORRECT = [3, 4, 5, 6, 4, 5]  # correct answers per prompt
-SHIFT = [1.0, 0.0, -1.0, -2.0, -3.0, 0.5]  # difficulty: added to every correct logit (easy -> hard)
-G = 8  # group size
-M = 16  # groups per prompt per step (P*M*G = 768 samples per step, every method)
-STEPS = 300
-LR = 1.0  # plain SGD on the logits
-COEF = 0.1  # the entropy coefficient c, and alpha = beta for DS (the same strength everywhere)
-SEED = 0
-KS = (1, 16)
+SHIFT = [1.0, 0.0, -1.0, -2.0, -3.0, 0.5]  # added to every correct logit: easy ... hard
+G, M = 8, 16  # group size; groups per prompt per step (P*M*G = 768 samples per step, every method)
+STEPS, LR = 300, 1.0  # plain SGD on the logits
+COEF = 0.3  # main run: entropy coefficient c, and alpha = beta for DS (one strength for all)
+DS_ALT = (1.0, 0.1)  # (alpha, beta) of a second DS line: picked from the sweep AFTER seeing it
+SWEEP_C = (0.1, 0.3, 1.0)  # c for +H / -H, and alpha for DS
+SWEEP_BETA = (0.0, 0.1, 0.3, 1.0)  # beta for DS
+SEED, SEEDS = 0, (0, 1, 2, 3, 4)  # the run / the robustness table
+DIAG_PROMPT = 0  # the prompt in toy_final.png (the first one, not chosen for its result)
 METHODS = ("grpo", "entropy-bonus", "entropy-penalty", "ds-grpo")
-LABELS = {"grpo": "GRPO", "entropy-bonus": "GRPO + c·H (bonus)", "entropy-penalty": "GRPO − c·H (penalty)",
-          "ds-grpo": "DS-GRPO (α, β)"}
+NAMES = {"grpo": "GRPO", "entropy-bonus": "GRPO + c·H", "entropy-penalty": "GRPO − c·H", "ds-grpo": "DS-GRPO"}
 COLORS = {"grpo": "tab:blue", "entropy-bonus": "tab:green", "entropy-penalty": "tab:orange",
           "ds-grpo": "tab:red"}
 ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
+torch.set_num_threads(1)  # tiny tensors: threads only add overhead
 
 
 # ----------------------------------------------------------------------------- the toy problem
 def make_problem(seed=SEED):
-    """Base logits (P, V) and correctness (P, V) in {0, 1}. In each prompt answers 0..n_c-1 are correct:
-    answer 0 dominant (+3), the others spread from +1 to -1; answer n_c is a likely wrong answer (+2)."""
+    """Base logits (P, V) and correctness (P, V) in {0, 1}. Answers 0..n_c-1 are correct: answer 0 is
+    the dominant one (3 + s), the others spread from 1 + s to -1 + s (s = SHIFT, difficulty), each with
+    N(0, 0.3^2) noise (too small to reorder them); answer n_c is a likely wrong answer (2 + N(0, 1)); the
+    other wrong answers are N(0, 1)."""
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(P, V, generator=g)
     correct = torch.zeros(P, V)
     for p, (n_c, s) in enumerate(zip(N_CORRECT, SHIFT)):
         correct[p, :n_c] = 1.0
-        z[p, 0] += 3.0  # the dominant correct answer
-        z[p, 1:n_c] += torch.linspace(1.0, -1.0, n_c - 1)  # rarer correct answers
-        z[p, :n_c] += s
-        z[p, n_c] += 2.0  # a likely wrong answer
+        z[p, :n_c] = 0.3 * z[p, :n_c] + s + torch.cat([torch.tensor([3.0]), torch.linspace(1.0, -1.0, n_c - 1)])
+        z[p, n_c] += 2.0
     return z, correct
 
 
-def metrics(z, correct, ks=KS):
-    """Exact metrics of the policy softmax(z), averaged over prompts."""
+def metrics(z, correct):
+    """Exact metrics of softmax(z), averaged over prompts (diversity: weighted by correct mass)."""
     pi = z.softmax(-1)
     p_c = (pi * correct).sum(-1)  # (P,) correct mass
-    q = pi * correct / p_c[:, None]  # pi restricted to the correct answers, renormalised
-    h_c = -(torch.xlogy(q, q)).sum(-1) / correct.sum(-1).log()  # normalised entropy among correct
-    out = {"correct": p_c.mean().item(), "diversity": h_c.mean().item()}
-    for k in ks:
-        out[f"pass@{k}"] = (1 - (1 - p_c) ** k).mean().item()
-    return out
+    q = pi * correct / p_c[:, None]  # restricted to the correct answers, renormalised
+    h_c = -torch.xlogy(q, q).sum(-1) / correct.sum(-1).log()  # (P,) normalised entropy among correct
+    return {"correct": p_c.mean().item(), "diversity": ((p_c * h_c).sum() / p_c.sum()).item(),
+            "distinct@16": ((1 - (1 - pi) ** 16) * correct).sum(-1).mean().item(),
+            "pass@1": p_c.mean().item(), "pass@16": (1 - (1 - p_c) ** 16).mean().item()}
 
 
 # ----------------------------------------------------------------------------- one method
 def run(method, steps=STEPS, lr=LR, coef=COEF, alpha=None, beta=None, seed=SEED, m=M, g_size=G):
     """Train the logits with `method`; returns (history: dict of lists over steps 0..steps, final pi).
-    alpha / beta default to coef (DS only); coef is the entropy coefficient (+H / -H only)."""
+    coef is c for +H / -H; alpha / beta (DS only) default to coef."""
     alpha = coef if alpha is None else alpha
     beta = coef if beta is None else beta
     z0, correct = make_problem(seed)
     z = z0.clone().requires_grad_(True)
     opt = torch.optim.SGD([z], lr=lr)
-    gen = torch.Generator().manual_seed(seed + 1)  # the samples: identical across methods at step 0
+    gen = torch.Generator().manual_seed(seed + 1)  # the sampling stream, the same for every method
     hist = {k: [v] for k, v in metrics(z0, correct).items()}
-    rows = torch.arange(P).repeat_interleave(m * g_size)  # (B,) prompt of each sample, groups contiguous
+    rows = torch.arange(P).repeat_interleave(m * g_size)  # (B,) prompt of each sample; groups contiguous
     for _ in range(steps):
         logp_all = z.log_softmax(-1)  # (P, V)
-        with torch.no_grad():  # sample pi_old = the current policy: M groups of G per prompt
+        with torch.no_grad():  # pi_old = the current policy: M groups of G answers per prompt
             y = torch.multinomial(logp_all.exp(), m * g_size, replacement=True, generator=gen).reshape(-1)
         r = correct[rows, y]  # (B,) reward = correctness
         logp = logp_all[rows, y]  # (B,) log pi(y_i), with grad
-        old_logp = logp.detach()  # L_i = log pi_old(y_i) (one token: length-normalised = itself)
         adv = group_advantages(r, g_size)  # GRPO
         if method == "ds-grpo":
-            adv = adv + ds_term(r, old_logp, alpha, beta)  # DS-Eq.6
-        loss = -(adv * logp).mean()  # on-policy surrogate (rho = 1), token-mean over all samples
+            adv = adv + ds_term(r, logp.detach(), alpha, beta)  # DS-Eq.6, L_i = log pi_old(y_i)
+        loss = -(adv * logp).mean()  # on-policy surrogate (rho = 1), mean over all samples
         if method in ("entropy-bonus", "entropy-penalty"):
-            h_bar = -(logp_all.exp() * logp_all).sum(-1).mean()  # exact H(pi(.|x)), mean over prompts
-            loss = loss + (-1.0 if method == "entropy-bonus" else 1.0) * coef * h_bar  # -/+ c H_bar
+            h_bar = -(logp_all.exp() * logp_all).sum(-1).mean()  # exact entropy, mean over prompts
+            loss = loss + (-coef if method == "entropy-bonus" else coef) * h_bar  # -/+ c H_bar
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -134,69 +139,116 @@ def run(method, steps=STEPS, lr=LR, coef=COEF, alpha=None, beta=None, seed=SEED,
 
 
 # ----------------------------------------------------------------------------- plots
-def plot_dynamics(hists, path):
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
+def plot_dynamics(runs, path):
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
     panels = [("correct", "correct mass π(correct)", "Correctness"),
               ("diversity", "H(π | correct) / log(#correct)", "Diversity among correct answers"),
-              (None, "pass@k = 1 − (1 − π(correct))^k", "pass@1 (solid) and pass@16 (dashed)")]
+              ("pass@1", "pass@k = 1 − (1 − π(correct))^k", "pass@1 (solid), pass@16 (dashed)")]
     for ax, (key, ylabel, title) in zip(axes, panels):
-        for mth, h in hists.items():
-            if key is None:
-                ax.plot(h["pass@1"], color=COLORS[mth], label=LABELS[mth] + " pass@1")
-                ax.plot(h["pass@16"], color=COLORS[mth], ls="--", label=LABELS[mth] + " pass@16")
-            else:
-                ax.plot(h[key], color=COLORS[mth], label=LABELS[mth])
+        for label, (h, color) in runs.items():
+            ax.plot(h[key], color=color, label=label)
+            if key == "pass@1":
+                ax.plot(h["pass@16"], color=color, ls="--")
         ax.set(xlabel="training step", ylabel=ylabel, title=title)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=9)
-    fig.suptitle(f"Tabular toy: {P} prompts × {V} answers, G={G}, {M} groups/prompt/step, SGD lr={LR}, "
-                 f"c = α = β = {COEF}  (mean over prompts)", fontsize=11)
+    axes[0].legend(fontsize=9, loc="lower right")
+    fig.suptitle(f"Tabular toy ({P} prompts × {V} answers, G={G}, {P * M * G} samples/step, SGD lr={LR}), "
+                 f"mean over prompts; diversity weighted by correct mass; * = picked from the sweep after seeing it", fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
 def plot_final(finals, base, correct, prompt, path):
     n_c = int(correct[prompt].sum())
-    series = [("base", base[prompt], "tab:gray")] + [(LABELS[m], pi[prompt], COLORS[m]) for m, pi in finals.items()]
-    fig, ax = plt.subplots(figsize=(9, 4.4))
-    width = 0.8 / len(series)
+    series = [("base", base, "tab:gray")] + list(finals)
+    fig, ax = plt.subplots(figsize=(12, 4.6))
+    w = 0.84 / len(series)
     for j, (name, pi, color) in enumerate(series):
-        vals = torch.cat([pi[:n_c], (pi * (1 - correct[prompt])).sum()[None]])  # correct answers, then all wrong
-        ax.bar([i + (j - (len(series) - 1) / 2) * width for i in range(n_c + 1)], vals.tolist(), width,
-               label=name, color=color)
+        vals = torch.cat([pi[prompt, :n_c], (pi[prompt] * (1 - correct[prompt])).sum()[None]])
+        ax.bar([i + (j - (len(series) - 1) / 2) * w for i in range(n_c + 1)], vals.tolist(), w, label=name,
+               color=color)
     ax.set_xticks(range(n_c + 1), [f"correct #{i}" + (" (dominant)" if i == 0 else "") for i in range(n_c)]
-                  + ["all wrong\nanswers"])
-    ax.set(ylabel="probability π(y | x)", title=f"Final policy on prompt {prompt} ({n_c} correct answers), "
-                                                f"after {STEPS} steps")
+                  + ["all wrong answers"])
+    ax.set_yscale("log")
+    ax.set_ylim(1e-5, 2)
+    ax.set(ylabel="probability π(y | x)  (log scale)", title=f"Final policy on prompt {prompt} ({n_c} correct answers) "
+                                                f"after {STEPS} steps, vs base")
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=9)
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_tradeoff(sweep, base, path):
+    """Final wrong mass 1 - pi(correct) (log, reversed: right = more correct) vs diversity (log)."""
+    fig, ax = plt.subplots(figsize=(9, 6))
+    ax.scatter([1 - base["correct"]], [base["diversity"]], color="tab:gray", marker="s", s=60, label="base")
+    for (mth, a, b), h in sweep.items():
+        x, y = 1 - h["correct"][-1], h["diversity"][-1]
+        ax.scatter([x], [y], color=COLORS[mth], marker={"ds-grpo": "o", "grpo": "*"}.get(mth, "^"),
+                   s=200 if mth == "grpo" else 60, zorder=3 if mth == "grpo" else 2,
+                   label=NAMES[mth] if a in (None, SWEEP_C[0]) and b in (None, SWEEP_BETA[0]) else None)
+        tag = "" if a is None else (f"c={a}" if b is None else f"{a}/{b}")
+        ax.annotate(tag, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.invert_xaxis()
+    ax.set(xlabel="final wrong mass 1 − π(correct)  (log; right = more correct)",
+           ylabel="final diversity among correct answers (log)",
+           title=f"Trade-off after {STEPS} steps, every setting tried (seed {SEED}); up-right is better\n"
+                 f"labels: c for ±H, α/β for DS")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=9, loc="center left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
 # ----------------------------------------------------------------------------- main
+def row(name, m):
+    return f"{name:<26}" + "".join(f"{m[k]:>12.3f}" for k in ("correct", "diversity", "distinct@16", "pass@1", "pass@16"))
+
+
 def main():
     t0 = time.time()
-    torch.manual_seed(SEED)
     z0, correct = make_problem()
-    base = z0.softmax(-1)
+    base, b = z0.softmax(-1), metrics(z0, correct)
     print("base correct mass per prompt:", " ".join(f"{v:.3f}" for v in (base * correct).sum(-1).tolist()))
-    hists, finals = {}, {}
-    for mth in METHODS:
-        hists[mth], finals[mth] = run(mth)
+    sweep = {("grpo", None, None): run("grpo")}
+    for c in SWEEP_C:
+        for mth in ("entropy-bonus", "entropy-penalty"):
+            sweep[(mth, c, None)] = run(mth, coef=c)
+        for bt in SWEEP_BETA:
+            sweep[("ds-grpo", c, bt)] = run("ds-grpo", alpha=c, beta=bt)
+    main_cfgs = [("GRPO", ("grpo", None, None), COLORS["grpo"]),  # label, sweep key, colour
+                 (f"GRPO + c·H (c={COEF})", ("entropy-bonus", COEF, None), COLORS["entropy-bonus"]),
+                 (f"GRPO − c·H (c={COEF})", ("entropy-penalty", COEF, None), COLORS["entropy-penalty"]),
+                 (f"DS-GRPO (α=β={COEF})", ("ds-grpo", COEF, COEF), COLORS["ds-grpo"]),
+                 (f"DS-GRPO (α={DS_ALT[0]}, β={DS_ALT[1]})*", ("ds-grpo", *DS_ALT), "tab:purple")]
     os.makedirs(ASSETS, exist_ok=True)
-    plot_dynamics(hists, os.path.join(ASSETS, "toy_dynamics.png"))
-    plot_final(finals, base, correct, prompt=1, path=os.path.join(ASSETS, "toy_final.png"))
-    b = metrics(z0, correct)
-    print(f"\n{'method':<22}{'correct':>9}{'divers.':>9}{'pass@1':>9}{'pass@16':>9}")
-    print(f"{'base':<22}{b['correct']:>9.3f}{b['diversity']:>9.3f}{b['pass@1']:>9.3f}{b['pass@16']:>9.3f}")
-    for mth, h in hists.items():
-        print(f"{LABELS[mth]:<22}{h['correct'][-1]:>9.3f}{h['diversity'][-1]:>9.3f}"
-              f"{h['pass@1'][-1]:>9.3f}{h['pass@16'][-1]:>9.3f}")
-    print(f"\n(steps={STEPS}, lr={LR}, c=alpha=beta={COEF}, G={G}, {P * M * G} samples/step; "
-          f"diversity = normalised entropy among correct answers; {time.time() - t0:.1f}s)")
+    plot_dynamics({lab: (sweep[key][0], col) for lab, key, col in main_cfgs}, os.path.join(ASSETS, "toy_dynamics.png"))
+    plot_final([(lab, sweep[key][1], col) for lab, key, col in main_cfgs], base, correct, DIAG_PROMPT,
+               os.path.join(ASSETS, "toy_final.png"))
+    plot_tradeoff({k: v[0] for k, v in sweep.items()}, b, os.path.join(ASSETS, "toy_tradeoff.png"))
+    header = f"{'method':<26}" + "".join(f"{k:>12}" for k in ("correct", "diversity", "distinct@16", "pass@1", "pass@16"))
+    print(f"\nmain run (c = alpha = beta = {COEF}); * = DS setting picked from the sweep after seeing it\n"
+          f"{header}\n{row('base', b)}")
+    for lab, key, _ in main_cfgs:
+        print(row(lab, {k: v[-1] for k, v in sweep[key][0].items()}))
+    print(f"\nsweep (every setting tried)\n{header}")
+    for (mth, a, bt), (h, _) in sweep.items():
+        print(row(NAMES[mth] + ("" if a is None else (f" c={a}" if bt is None else f" a={a} b={bt}")),
+                  {k: v[-1] for k, v in h.items()}))
+    print(f"\nseeds {SEEDS[0]}-{SEEDS[-1]} (each seed redraws the problem and the samples): "
+          f"final correct / diversity, mean [min, max]")
+    for lab, (mth, a, bt), _ in main_cfgs:
+        kw = {} if a is None else ({"coef": a} if bt is None else {"alpha": a, "beta": bt})
+        fin = torch.tensor([[h["correct"][-1], h["diversity"][-1]] for h in (run(mth, seed=s, **kw)[0] for s in SEEDS)])
+        print(f"{lab:<26}" + "".join(f"   {x.mean():.3f} [{x.min():.3f}, {x.max():.3f}]" for x in fin.T))
+    print(f"\n(steps={STEPS}, lr={LR}, G={G}, {P * M * G} samples/step, seed={SEED}; diversity = normalised "
+          f"entropy among correct answers, weighted by correct mass; {time.time() - t0:.1f}s)")
 
 
 if __name__ == "__main__":

@@ -31,19 +31,18 @@ from contextlib import nullcontext
 import torch
 from tqdm import tqdm
 
-import countdown
 import loss as L
+import tasks
 from configurator import configure
 from eval import evaluate, format_table
 from model import js_uniqueness, load_policy, response_logprobs, warm_start
-from reward import countdown_reward
 from rollout import rollout
 
 # ----------------------------------------------------------------------------- config
 # I/O
 out_dir = "out"
 init_from = "tiny"  # 'tiny' (embedded default, warm-started on first use), 'resume', or a HF name/path
-warmstart_steps = 1500  # supervised steps for the tiny model's warm start (cached in out/warmstart)
+warmstart_steps = 1500  # supervised steps of the tiny model's warm start (cached in out/warmstart_<task>)
 eval_interval = 50  # steps between evaluations (and at step 0 and at the end)
 eval_problems = 100  # held-out problems used for evaluation
 eval_n = 16  # samples per problem in the periodic evaluations
@@ -52,10 +51,11 @@ ckpt_interval = 50  # steps between checkpoints (and at the end)
 log_interval = 10  # steps between lines on stdout (every step goes to out/metrics.jsonl)
 seed = 1337
 # data
-dataset = "generated"  # 'generated' (offline, countdown.py) or 'hf' (Countdown-Tasks-3to4, needs network)
+task = "countdown"  # 'countdown' or 'math'
+dataset = "generated"  # 'generated' (offline) or a hub set: 'hf' for Countdown, 'gsm8k'/'math' for math (tasks.load)
 n_problems = 8000  # problems generated (or loaded), split 90/10 into train/test
 data_seed = 0
-template = "tiny"  # prompt template: 'tiny' or 'instruct' (countdown.PROMPT_TEMPLATES)
+template = "tiny"  # prompt: 'tiny' (embedded model) or 'instruct' (real models; chat template if any)
 # RL
 algo = "ds-grpo"  # one of ALGOS below: GRPO variants, DS-GRPO, entropy baselines, token selection
 alpha = 1.0  # gamma_p in DS-Eq.6: bonus on correct responses (see README: tiny-model scale)
@@ -103,15 +103,18 @@ ctx = (torch.autocast(device_type=device.split(":")[0], dtype=getattr(torch, dty
 log = tqdm.write
 
 # ----------------------------------------------------------------------------- data and model
-train_set, test_set = countdown.load_problems(dataset, n_problems, data_seed)
+train_set, test_set = tasks.load(task, dataset, n_problems, data_seed)
+if not train_set or not test_set:
+    raise SystemExit(f"dataset {dataset!r} has no train or no test problems for task {task!r}")
 test_set = test_set[:eval_problems]
 log(f"{len(train_set)} train problems, {len(test_set)} held-out eval problems")
 
 start_step, state, policy_source = 0, None, init_from
 if init_from == "tiny":
-    policy_source = os.path.join(out_dir, "warmstart")
-    if not os.path.exists(os.path.join(policy_source, "config.json")):
-        warm_start(policy_source, train_set, steps=warmstart_steps, template=template, device=device, log=log)
+    policy_source = os.path.join(out_dir, f"warmstart_{task}")
+    if not os.path.exists(os.path.join(policy_source, "config.json")):  # the tiny model learns generated data
+        sft_set = train_set if dataset == "generated" else tasks.load(task, "generated", n_problems, data_seed)[0]
+        warm_start(policy_source, sft_set, steps=warmstart_steps, template=template, device=device, log=log)
 elif init_from == "resume":
     if not os.path.exists(os.path.join(ckpt_dir, "state.pt")):
         raise SystemExit(f"init_from='resume' but there is no checkpoint in {ckpt_dir}")
@@ -177,15 +180,14 @@ for step in bar:
     # 1. rollout: G responses for each of the step's prompts (groups are contiguous rows)
     t0 = time.time()
     batch = rng.sample(train_set, prompts_per_step)
-    prompts = [countdown.format_prompt(p["nums"], p["target"], template) for p in batch]
+    prompts = [tasks.prompt(p, template, tokenizer) for p in batch]
     with ctx:
         ro = rollout(model, tokenizer, prompts, group_size, max_new_tokens, temperature)
     t1 = time.time()
 
-    # 2. reward: r_i in {0, FORMAT_SCORE, 1}; "correct" means r_i = 1
+    # 2. reward: r_i in {0, FORMAT_SCORE, 1} (Countdown) or {0, 1} (math); "correct" means r_i = 1
     problems = [p for p in batch for _ in range(group_size)]
-    rewards = torch.tensor([countdown_reward(t, p["nums"], p["target"]) for t, p in zip(ro.texts, problems)],
-                           device=device)  # (B,)
+    rewards = torch.tensor([tasks.reward(t, p) for t, p in zip(ro.texts, problems)], device=device)  # (B,)
     correct = (rewards == 1.0).float()  # (B,)
     t2 = time.time()
 

@@ -5,6 +5,7 @@
 # Needs the network once to download the model (or a local path in init_from).
 init_from = "Qwen/Qwen2.5-0.5B-Instruct"
 out_dir = "out/countdown_qwen0.5b"
+task = "countdown"
 dataset = "hf"  # Countdown-Tasks-3to4
 n_problems = 20000
 template = "instruct"

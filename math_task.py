@@ -1,0 +1,166 @@
+"""
+The math task: hub loaders for GSM8K, MATH / MATH-500 and AIME/AMC sets (for real models, online),
+and a seeded generator of small multi-step arithmetic word problems (offline, for the tests and for
+the embedded character-level model). A problem is {'question', 'answer'}, both strings; the answer
+is scored by reward.math_reward.
+"""
+import hashlib
+import random
+import re
+
+from reward import last_boxed
+
+# ----------------------------------------------------------------------------- prompts
+# The paper's instruction for math; chat templates are applied where the prompt is tokenised.
+MATH_INSTRUCTION = "Let's think step by step and output the final answer within \\boxed{}."
+
+
+def math_prompt(question, template="instruct"):
+    """'instruct': the question and the paper's instruction (real models). 'tiny': the bare
+    question and a newline, for the embedded model, whose 128 positions must hold the question
+    and the worked answer (the instruction alone is 70 characters)."""
+    if template == "instruct":
+        return question + " " + MATH_INSTRUCTION
+    if template == "tiny":
+        return question + "\n"
+    raise ValueError(f"math prompt template must be 'instruct' or 'tiny', got {template!r}")
+
+
+# ----------------------------------------------------------------------------- hub data
+# name -> where the set lives, its default split, and which fields hold the question and the
+# reference. 'extract' says how the reference is cut out of that field: 'gsm8k' after the last
+# '####', 'boxed' the last \boxed{} of a worked solution; without it the field is the answer.
+HUB_DATASETS = {
+    "gsm8k": dict(path="openai/gsm8k", config="main", split="test",
+                  question="question", answer="answer", extract="gsm8k"),
+    "math": dict(path="DigitalLearningGmbH/MATH-lighteval", config="default", split="test",
+                 question="problem", answer="solution", extract="boxed"),
+    "math500": dict(path="HuggingFaceH4/MATH-500", split="test", question="problem", answer="answer"),
+    "aime24": dict(path="HuggingFaceH4/aime_2024", split="train", question="problem", answer="answer"),
+    "amc": dict(path="AI-MO/aimo-validation-amc", split="train", question="problem", answer="answer"),
+    "amc23": dict(path="math-ai/amc23", split="test", question="question", answer="answer"),
+}
+
+
+def to_problem(row, spec, name, index):
+    """One hub row -> {'question', 'answer'}. A row without a usable question or reference is a
+    one-line ValueError naming the dataset, the row and the field."""
+    q_field, a_field = spec["question"], spec["answer"]
+    question, answer = row.get(q_field), row.get(a_field)
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError(f"{name} row {index}: missing or empty field {q_field!r}")
+    if isinstance(answer, (int, float)) and not isinstance(answer, bool):
+        answer = str(int(answer) if float(answer).is_integer() else answer)  # aimo-validation-amc: 142.0
+    if not isinstance(answer, str) or not answer.strip():
+        raise ValueError(f"{name} row {index}: missing or empty field {a_field!r}")
+    if spec.get("extract") == "gsm8k":
+        if "####" not in answer:
+            raise ValueError(f"{name} row {index}: no '#### <answer>' in field {a_field!r}")
+        answer = answer.rsplit("####", 1)[1].replace(",", "")
+    elif spec.get("extract") == "boxed":
+        answer = last_boxed(answer)
+        if not answer:
+            raise ValueError(f"{name} row {index}: no \\boxed{{...}} answer in field {a_field!r}")
+    return {"question": question.strip(), "answer": answer.strip()}
+
+
+def load_math(name, split=None, limit=None):
+    """The first `limit` problems of a hub set in HUB_DATASETS (needs the network, or a local
+    `datasets` cache); split=None is the set's default split."""
+    if name not in HUB_DATASETS:
+        raise SystemExit(f"unknown math dataset {name!r}: use one of {', '.join(HUB_DATASETS)}")
+    try:
+        import datasets
+    except ImportError:
+        raise SystemExit("loading a hub dataset needs `pip install datasets`")
+    spec = HUB_DATASETS[name]
+    split = split or spec["split"]
+    rows = datasets.load_dataset(spec["path"], spec.get("config"), split=split)
+    problems = []
+    for i, row in enumerate(rows):
+        if limit is not None and i >= limit:
+            break
+        problems.append(to_problem(row, spec, f"{name}[{split}]", i))
+    return problems
+
+
+# ----------------------------------------------------------------------------- generated data
+# Word problems of two or three steps with small numbers and a non-negative integer answer. Each
+# template returns (question, answer, worked steps); questions stay under 80 characters and worked
+# answers under 40, so that both fit the tiny model's 128 positions.
+NAMES = ["Tom", "Ann", "Sam", "Mia", "Ben", "Eva", "Max", "Zoe"]
+ITEMS = ["apples", "pens", "cards", "eggs", "shells", "stamps"]
+
+
+def _buy(rng, who, item):
+    a, b, c = rng.randint(2, 20), rng.randint(2, 5), rng.randint(2, 9)
+    d = rng.randint(1, a + b * c)
+    q = f"{who} has {a} {item}, buys {b} bags of {c} and gives away {d}. How many {item} now?"
+    return q, a + b * c - d, f"{b}*{c}={b * c}. {a}+{b * c}-{d}={a + b * c - d}."
+
+
+def _share(rng, who, item):
+    b, c = rng.randint(2, 6), rng.randint(2, 9)
+    k = rng.choice([k for k in range(2, 10) if b * c % k == 0])  # never empty: b itself divides
+    q = f"{who} splits {b} boxes of {c} {item} equally among {k} kids. How many does each get?"
+    return q, b * c // k, f"{b}*{c}={b * c}. {b * c}/{k}={b * c // k}."
+
+
+def _change(rng, who, item):
+    price, n = rng.randint(2, 9), rng.randint(2, 9)
+    paid = rng.choice([m for m in (10, 20, 50, 100) if m >= price * n])
+    q = f"{item.capitalize()} cost {price} dollars each. {who} buys {n} and pays {paid}. What is the change?"
+    return q, paid - price * n, f"{n}*{price}={n * price}. {paid}-{n * price}={paid - n * price}."
+
+
+def _pages(rng, who, item):
+    a, days, more = rng.randint(2, 9), rng.randint(2, 7), rng.randint(1, 9)
+    read = a * days + more
+    total = read + rng.randint(0, 40)
+    q = f"A book has {total} pages. {who} reads {a} a day for {days} days and {more} more. Pages left?"
+    return q, total - read, f"{a}*{days}={a * days}. {a * days}+{more}={read}. {total}-{read}={total - read}."
+
+
+def _rows(rng, who, item):
+    a, b, c, d = (rng.randint(2, 9) for _ in range(4))
+    q = f"{who} packs {a} rows of {b} {item} and {c} rows of {d}. How many {item} in all?"
+    return q, a * b + c * d, f"{a}*{b}={a * b}. {c}*{d}={c * d}. {a * b}+{c * d}={a * b + c * d}."
+
+
+TEMPLATES = [_buy, _share, _change, _pages, _rows]
+
+
+def generate_math_problems(n, seed=0):
+    """n distinct seeded problems {'question', 'answer', 'work'}; 'work' is the arithmetic
+    behind the answer (see solution_text)."""
+    rng = random.Random(seed)
+    problems, seen = [], set()
+    for _ in range(100 * n):  # bounded: asking for more problems than exist is an error, not a hang
+        if len(problems) == n:
+            return problems
+        question, answer, work = rng.choice(TEMPLATES)(rng, rng.choice(NAMES), rng.choice(ITEMS))
+        if question not in seen:
+            seen.add(question)
+            problems.append({"question": question, "answer": str(answer), "work": work})
+    if len(problems) < n:
+        raise ValueError(f"only {len(problems)} distinct math problems found for n={n}")
+    return problems
+
+
+def solution_text(problem):
+    """The worked answer of a generated problem, e.g. '3*4=12. 7+12-5=14. \\boxed{14}': the
+    warm-start target for the tiny model, scored 1.0 by math_reward."""
+    return f"{problem['work']} \\boxed{{{problem['answer']}}}"
+
+
+def is_test(question, test_fraction=0.1):
+    """Deterministic split by a hash of the numbers in the question, so problems that differ only
+    in names or items (the same arithmetic) are on the same side, never both."""
+    key = ",".join(re.findall(r"\d+", question)) or question
+    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 2 ** 32 < test_fraction
+
+
+def train_test_split(problems, test_fraction=0.1):
+    train = [p for p in problems if not is_test(p["question"], test_fraction)]
+    test = [p for p in problems if is_test(p["question"], test_fraction)]
+    return train, test

@@ -1,0 +1,61 @@
+"""
+The two tasks behind five small functions, so train.py, eval.py and the warm start don't care which
+one runs. A Countdown problem is {'nums', 'target', ...}; a math problem is {'question', 'answer'}.
+"""
+import countdown
+import math_task
+from reward import answer_key as countdown_key, countdown_reward, math_reward
+
+
+def load(task, dataset, n_problems, seed=0):
+    """(train, test) problem lists.
+    countdown: 'generated' (offline, the default) or 'hf' (Countdown-Tasks-3to4);
+    math: 'generated' (offline word problems) or a name in math_task.HUB_DATASETS, whose default split
+    is the test set; only 'gsm8k' and 'math' have a train split to learn from."""
+    if task == "countdown":
+        return countdown.load_problems(dataset, n_problems, seed)
+    if task != "math":
+        raise SystemExit(f"task must be 'countdown' or 'math', got {task!r}")
+    if dataset == "generated":
+        return math_task.train_test_split(math_task.generate_math_problems(n_problems, seed))
+    test = math_task.load_math(dataset, limit=n_problems)
+    train = math_task.load_math(dataset, "train", limit=n_problems) if dataset in ("gsm8k", "math") else []
+    return train, test
+
+
+def prompt(problem, template, tokenizer=None):
+    """The prompt string. With a tokenizer that has a chat template (instruct models), the task text
+    becomes the user turn and the assistant turn is opened; otherwise the plain text is the prompt.
+    The result is tokenised without adding special tokens (the template already has them)."""
+    if "nums" in problem:
+        text = countdown.format_prompt(problem["nums"], problem["target"], template)
+    else:
+        text = math_task.math_prompt(problem["question"], template)
+    if tokenizer is not None and getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                             add_generation_prompt=True)
+    return text
+
+
+def reward(completion, problem):
+    """Countdown: 1 / FORMAT_SCORE / 0. Math: 1 / 0 (math-verify)."""
+    if "nums" in problem:
+        return countdown_reward(completion, problem["nums"], problem["target"])
+    return math_reward(completion, problem["answer"])
+
+
+def answer_key(completion, problem):
+    """What makes two correct answers *different*: for Countdown the expression up to commutativity
+    and associativity; for math, where every correct answer has the same value, the whole response
+    with whitespace removed (distinct correct solutions)."""
+    if "nums" in problem:
+        return countdown_key(completion)
+    return "".join(completion.split())
+
+
+def sft_completion(problem, rng):
+    """A warm-start target for the tiny model: one of the solver's solutions drawn uniformly (so a
+    problem with many solutions teaches many answers), or the worked answer of a math problem."""
+    if "nums" in problem:
+        return f"<answer>{rng.choice(problem['solutions'])}</answer>"
+    return math_task.solution_text(problem)
