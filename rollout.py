@@ -23,12 +23,22 @@ class Rollout:
     n_prompt: int  # P, the padded prompt length
 
 
-def response_mask_from(response_ids, eos_token_id):
+def response_mask_from(response_ids, eos_token_ids):
     """(N, T) ids -> (mask (N, T), truncated (N,)). Everything after the first EOS is padding,
-    whatever the pad id is (it may equal EOS, as for many hub tokenizers)."""
-    is_eos = response_ids == eos_token_id  # (N, T)
+    whatever the pad id is (it may equal EOS, as for many hub tokenizers). eos_token_ids is one id
+    or a list (chat models end a turn with e.g. <|im_end|> as well as <|endoftext|>)."""
+    eos = torch.as_tensor(eos_token_ids, device=response_ids.device).reshape(-1)
+    is_eos = torch.isin(response_ids, eos)  # (N, T)
     after_eos = (is_eos.cumsum(-1) - is_eos.long()) > 0  # strictly after the first EOS
     return (~after_eos).long(), ~is_eos.any(-1)
+
+
+def end_of_response_ids(model, tokenizer):
+    """The tokenizer's EOS plus the model's generation_config EOS ids: a base model's tokenizer may say
+    <|endoftext|> while, under its chat template, it ends a turn with <|im_end|> (Qwen2.5-Math)."""
+    ids = model.generation_config.eos_token_id
+    ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+    return sorted({tokenizer.eos_token_id, *ids})
 
 
 @torch.no_grad()
@@ -40,15 +50,16 @@ def rollout(model, tokenizer, prompts, G, max_new_tokens, temperature=1.0):
     device = next(model.parameters()).device
     enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left",
                     add_special_tokens=False).to(device)  # prompts are complete (chat template or plain)
+    eos_ids = end_of_response_ids(model, tokenizer)
     gen_cfg = GenerationConfig(do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
                                max_new_tokens=max_new_tokens, num_return_sequences=G,
-                               eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+                               eos_token_id=eos_ids, pad_token_id=tokenizer.pad_token_id)
     was_training = model.training
     model.eval()
     out = model.generate(**enc, generation_config=gen_cfg)  # (B*G, P+T), groups contiguous
     n_prompt = enc.input_ids.shape[1]
     response_ids = out[:, n_prompt:]  # (B*G, T)
-    response_mask, truncated = response_mask_from(response_ids, tokenizer.eos_token_id)
+    response_mask, truncated = response_mask_from(response_ids, eos_ids)
     response_ids = response_ids.masked_fill(response_mask == 0, tokenizer.pad_token_id)
     input_ids = torch.cat([enc.input_ids.repeat_interleave(G, 0), response_ids], 1)
     attention_mask = torch.cat([enc.attention_mask.repeat_interleave(G, 0), response_mask], 1)

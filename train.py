@@ -1,5 +1,5 @@
 """
-DS-GRPO (and GRPO) on Countdown, in one readable loop.
+DS-GRPO, GRPO and the baselines on Countdown (or math), in one readable loop.
 
   python train.py                                  # tiny default, CPU ok: warm start + RL + eval
   python train.py --algo=grpo --max_steps=100      # override any constant below
@@ -116,6 +116,8 @@ if init_from == "tiny":
         sft_set = train_set if dataset == "generated" else tasks.load(task, "generated", n_problems, data_seed)[0]
         warm_start(policy_source, sft_set, steps=warmstart_steps, template=template, device=device, log=log)
 elif init_from == "resume":
+    if not os.path.exists(os.path.join(ckpt_dir, "state.pt")) and os.path.exists(ckpt_dir + ".old"):
+        os.replace(ckpt_dir + ".old", ckpt_dir)  # killed between the two renames of save_checkpoint
     if not os.path.exists(os.path.join(ckpt_dir, "state.pt")):
         raise SystemExit(f"init_from='resume' but there is no checkpoint in {ckpt_dir}")
     state = torch.load(os.path.join(ckpt_dir, "state.pt"), weights_only=False)
@@ -138,6 +140,11 @@ if state:
     log(f"resumed from {ckpt_dir} at step {start_step}")
 ref_source = state["ref_source"] if state else policy_source
 metrics_path = os.path.join(out_dir, "metrics.jsonl")
+if state and os.path.exists(metrics_path):  # drop what the killed run logged after its last checkpoint
+    with open(metrics_path) as f:
+        records = [json.loads(line) for line in f]
+    with open(metrics_path, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in records if r.get("step", r.get("eval_step")) <= start_step)
 
 
 def log_json(record):

@@ -153,6 +153,24 @@ def test_response_mask_pad_equals_eos():
     assert truncated.tolist() == [False, False, True]
 
 
+def test_response_mask_several_end_ids():
+    # a chat model ends its turn with <|im_end|> (7) though its tokenizer's EOS is <|endoftext|> (2)
+    ids = torch.tensor([[5, 7, 2, 6], [5, 2, 7, 6], [5, 6, 8, 9]])
+    mask, truncated = response_mask_from(ids, [2, 7])
+    assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 0, 0], [1, 1, 1, 1]]
+    assert truncated.tolist() == [False, False, True]
+
+
+def test_end_of_response_ids_joins_tokenizer_and_generation_config():
+    from rollout import end_of_response_ids
+    tok = char_tokenizer()
+    m = tiny_model(tok, n_layer=1, n_embd=32, n_head=2)
+    m.generation_config.eos_token_id = [tok.eos_token_id, 7]
+    assert end_of_response_ids(m, tok) == sorted({tok.eos_token_id, 7})
+    m.generation_config.eos_token_id = None
+    assert end_of_response_ids(m, tok) == [tok.eos_token_id]
+
+
 # ============================================================================= rollout
 def eos_biased(m, tok, bias=2.0):
     """Gives the (tied) LM head a bias toward EOS so a random model ends some responses early.

@@ -40,9 +40,13 @@ def test_train_runs_checkpoints_and_resumes(tmp_path, algo):
     assert set(final["pass@k"]) == {"1", "2", "4"} and final["n"] == 4
     assert os.path.exists(os.path.join(out, "ckpt", "model.safetensors"))
     assert not os.path.exists(os.path.join(out, "ckpt.tmp"))
-    # a killed run continues where it stopped: resume to step 3 appends exactly one more step
+    # a killed run continues where it stopped: what it logged after its last checkpoint (here a step 3
+    # record written just before the "kill") is dropped, and resuming to step 3 appends it once
+    with open(os.path.join(out, "metrics.jsonl"), "a") as f:
+        f.write(json.dumps({"step": 3, "reward": -1.0}) + "\n")
     run(f"--out_dir={out}", f"--algo={algo}", "--init_from=resume", *TINY[:1], "--max_steps=3", *TINY[2:])
-    assert [r["step"] for r in records(out) if "step" in r] == [1, 2, 3]
+    steps = [r for r in records(out) if "step" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3] and steps[-1]["reward"] >= 0
 
 
 @pytest.mark.parametrize("algo", ["dr-grpo", "entropy-bonus", "entropy-penalty", "20-entropy", "stapo", "ict"])
