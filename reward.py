@@ -1,6 +1,7 @@
 """
-Countdown reward: 1.0 for a correct answer, FORMAT_SCORE for a well-formed but wrong one,
+Rewards. Countdown: 1.0 for a correct answer, FORMAT_SCORE for a well-formed but wrong one,
 0.0 when there is no parseable answer (the TinyZero convention, see PAPERS.md section 5).
+Math (second half of the file): 1.0 or 0.0 by math-verify, under a time limit.
 
 Model text is never handed to eval/exec: the common reference scorer does that behind a
 character whitelist, which lets '**' and '//' through (an exponent tower hangs it), splits
@@ -8,6 +9,10 @@ decimals into two numbers and accepts unary minus. Here a tiny hand-written pars
 exactly  expr := term (('+'|'-') term)* ; term := factor (('*'|'/') factor)* ;
 factor := INT | '(' expr ')'  and the value is computed exactly with Fractions.
 """
+import logging
+import re
+import threading
+
 from countdown import canonical, evaluate, leaves
 
 FORMAT_SCORE = 0.1
@@ -133,10 +138,6 @@ def answer_key(completion):
 # \dfrac{1}{2} are one answer. sympy on model text can be slow (a 9^{9^{9}} tower), so the answer is
 # capped in length and parse/verify run under math-verify's timeouts, which use signal.alarm and so
 # only work in the main thread. math_verify is imported on first use: Countdown runs don't need it.
-import logging
-import re
-import threading
-
 MAX_MATH_ANSWER_CHARS = 1000  # longer than any real final answer; bounds what reaches sympy
 MATH_TIMEOUT_S = 2  # per parse and per comparison; whole seconds (signal.alarm); real answers take ms
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
