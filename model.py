@@ -50,7 +50,8 @@ def load_policy(name_or_path, device="cpu", dtype=torch.float32):
     """Any AutoModelForCausalLM and its tokenizer, by hub name or local path. Tokenizers without a
     pad token get EOS as pad; padding is on the left, which batched generation needs."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    if name_or_path.startswith((".", "/", "~")) and not os.path.isdir(os.path.expanduser(name_or_path)):
+    name_or_path = os.path.expanduser(name_or_path)
+    if name_or_path.startswith((".", "/")) and not os.path.isdir(name_or_path):
         raise SystemExit(f"model path {name_or_path!r} does not exist: give a local directory "
                          f"with config.json or a hub name like 'Qwen/Qwen2.5-0.5B-Instruct'")
     try:
@@ -68,8 +69,16 @@ def load_policy(name_or_path, device="cpu", dtype=torch.float32):
 MAX_LOGITS_PER_CHUNK = 2 ** 25  # float32 logits held at once: 128 MiB, whatever the vocab size
 
 
+def _logits(hidden, lm_head, temperature):
+    """float32 logits / temperature with autocast off: a bf16 LM head would round logits of ~20-30 by
+    ~0.1, and differently in the rollout and the training pass (different batch shapes)."""
+    with torch.autocast(hidden.device.type, enabled=False):
+        return F.linear(hidden.float(), lm_head.weight.float(),
+                        None if lm_head.bias is None else lm_head.bias.float()) / temperature
+
+
 def _chunk_logp_entropy(hidden, targets, lm_head, temperature):
-    logits = lm_head(hidden).float() / temperature  # (N, V), one chunk only
+    logits = _logits(hidden, lm_head, temperature)  # (N, V), one chunk only
     logp_all = F.log_softmax(logits, dim=-1)
     logp = logp_all.gather(-1, targets[:, None]).squeeze(-1)  # (N,)
     entropy = -(logp_all.exp() * logp_all).sum(-1)  # (N,) full-distribution entropy
@@ -86,13 +95,18 @@ def _response_hidden(model, input_ids, attention_mask, n_prompt):
     return hidden[:, n_prompt - 1:-1], model.get_output_embeddings()
 
 
-def response_logprobs(model, input_ids, attention_mask, n_prompt, temperature=1.0):
+def response_logprobs(model, input_ids, attention_mask, n_prompt, temperature=1.0, batch_size=None):
     """Log-prob of each response token and the entropy of the distribution it was drawn from,
     both at the sampling temperature. input_ids (B, P+T) holds left-padded prompts of length P
     followed by responses of length T. Returns logp (B, T), entropy (B, T).
     The (B, T, V) logits are never materialised: the LM head runs over chunks of rows, and when
     gradients are on each chunk is recomputed in backward (activation checkpointing) instead of
-    being stored."""
+    being stored. Without gradients, `batch_size` rows at a time bound the activation memory
+    (with gradients, train.py micro-batches itself)."""
+    if batch_size and not torch.is_grad_enabled() and input_ids.shape[0] > batch_size:
+        parts = [response_logprobs(model, input_ids[i:i + batch_size], attention_mask[i:i + batch_size],
+                                   n_prompt, temperature) for i in range(0, input_ids.shape[0], batch_size)]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
     hidden, lm_head = _response_hidden(model, input_ids, attention_mask, n_prompt)
     B, T = hidden.shape[:2]
     hidden = hidden.reshape(B * T, -1)  # (B*T, D)
@@ -123,7 +137,7 @@ def js_uniqueness(model, input_ids, attention_mask, n_prompt, response_mask, G, 
         hidden, lm_head = _response_hidden(model, input_ids[g:g + G], attention_mask[g:g + G], n_prompt)
         t_chunk = max(1, MAX_LOGITS_PER_CHUNK // (G * lm_head.weight.shape[0]))
         for t in range(0, T, t_chunk):
-            logits = lm_head(hidden[:, t:t + t_chunk]).float() / temperature  # (G, t_chunk, V)
+            logits = _logits(hidden[:, t:t + t_chunk], lm_head, temperature)  # (G, t_chunk, V)
             alive = response_mask[g:g + G, t:t + t_chunk]  # (G, t_chunk)
             u[g:g + G, t:t + t_chunk] = group_uniqueness(logits.softmax(-1), alive)
     return u

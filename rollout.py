@@ -38,15 +38,15 @@ def end_of_response_ids(model, tokenizer):
     <|endoftext|> while, under its chat template, it ends a turn with <|im_end|> (Qwen2.5-Math)."""
     ids = model.generation_config.eos_token_id
     ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
-    return sorted({tokenizer.eos_token_id, *ids})
+    return sorted({i for i in (tokenizer.eos_token_id, *ids) if i is not None})
 
 
 @torch.no_grad()
-def rollout(model, tokenizer, prompts, G, max_new_tokens, temperature=1.0):
+def rollout(model, tokenizer, prompts, G, max_new_tokens, temperature=1.0, logprob_batch_size=None):
     """Samples G responses for each of the B prompts; responses of prompt b are rows b*G..b*G+G-1,
     so a group is contiguous. Pure sampling from softmax(logits / temperature): no top-k/top-p or
     repetition penalty (hub generation configs often set them), so old_logp is the true
-    probability of what was sampled."""
+    probability of what was sampled. logprob_batch_size bounds the rows of the log-prob pass."""
     device = next(model.parameters()).device
     enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left",
                     add_special_tokens=False).to(device)  # prompts are complete (chat template or plain)
@@ -54,16 +54,23 @@ def rollout(model, tokenizer, prompts, G, max_new_tokens, temperature=1.0):
     gen_cfg = GenerationConfig(do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
                                max_new_tokens=max_new_tokens, num_return_sequences=G,
                                eos_token_id=eos_ids, pad_token_id=tokenizer.pad_token_id)
-    was_training = model.training
+    was_training, hub_cfg = model.training, model.generation_config
     model.eval()
-    out = model.generate(**enc, generation_config=gen_cfg)  # (B*G, P+T), groups contiguous
+    # generate fills every field we leave unset from model.generation_config (e.g. Qwen-Instruct's
+    # repetition_penalty): swap in a blank one so that nothing but temperature shapes the sampling
+    model.generation_config = GenerationConfig(eos_token_id=eos_ids, pad_token_id=tokenizer.pad_token_id)
+    try:
+        out = model.generate(**enc, generation_config=gen_cfg)  # (B*G, P+T), groups contiguous
+    finally:
+        model.generation_config = hub_cfg
     n_prompt = enc.input_ids.shape[1]
     response_ids = out[:, n_prompt:]  # (B*G, T)
     response_mask, truncated = response_mask_from(response_ids, eos_ids)
     response_ids = response_ids.masked_fill(response_mask == 0, tokenizer.pad_token_id)
     input_ids = torch.cat([enc.input_ids.repeat_interleave(G, 0), response_ids], 1)
     attention_mask = torch.cat([enc.attention_mask.repeat_interleave(G, 0), response_mask], 1)
-    old_logp, entropy = response_logprobs(model, input_ids, attention_mask, n_prompt, temperature)
+    old_logp, entropy = response_logprobs(model, input_ids, attention_mask, n_prompt, temperature,
+                                          logprob_batch_size)
     model.train(was_training)
     texts = tokenizer.batch_decode(response_ids, skip_special_tokens=True)
     return Rollout(input_ids, attention_mask, response_mask, old_logp * response_mask,

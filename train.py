@@ -47,6 +47,7 @@ eval_interval = 50  # steps between evaluations (and at step 0 and at the end)
 eval_problems = 100  # held-out problems used for evaluation
 eval_n = 16  # samples per problem in the periodic evaluations
 final_eval_n = 64  # samples per problem in the final evaluation
+eval_batch_rows = 512  # responses generated at once in evaluation (lower it for long responses)
 ckpt_interval = 50  # steps between checkpoints (and at the end)
 log_interval = 10  # steps between lines on stdout (every step goes to out/metrics.jsonl)
 seed = 1337
@@ -68,7 +69,7 @@ max_new_tokens = 32
 temperature = 1.0  # sampling temperature for training and evaluation
 lr = 2e-4
 weight_decay = 0.0
-grad_clip = 1.0
+grad_clip = 1.0  # 0 = no clipping
 ppo_epochs = 1  # optimizer steps per rollout batch; 1 = on-policy, the ratio is 1
 micro_batch_size = 128  # responses per forward/backward (gradient accumulation over the batch)
 eps_low = 0.2
@@ -85,15 +86,29 @@ device = "cuda" if torch.cuda.is_available() else "cpu"
 dtype = "bfloat16" if torch.cuda.is_available() else "float32"  # autocast dtype; weights stay float32
 gradient_checkpointing = False
 config = configure(globals(), sys.argv[1:])
+state = None  # what a resumed run restores: step, optimizer, RNG, its config
+if init_from == "resume":  # a resumed run keeps its own settings, except those given again on the command line
+    _ckpt = os.path.join(out_dir, "ckpt")
+    if not os.path.exists(os.path.join(_ckpt, "state.pt")) and os.path.exists(_ckpt + ".old"):
+        os.replace(_ckpt + ".old", _ckpt)  # killed between the two renames of save_checkpoint
+    if not os.path.exists(os.path.join(_ckpt, "state.pt")):
+        raise SystemExit(f"init_from='resume' but there is no checkpoint in {_ckpt}")
+    state = torch.load(os.path.join(_ckpt, "state.pt"), weights_only=False)
+    _given = {a[2:].partition("=")[0] for a in sys.argv[1:] if a.startswith("--")}
+    _keep = _given | {"init_from", "device", "dtype"}  # and this machine's device
+    globals().update({k: v for k, v in state["config"].items() if k not in _keep})
+    config = {k: globals()[k] for k in config}
 # -----------------------------------------------------------------------------
 
 ALGOS = ("grpo", "dr-grpo", "ds-grpo", "entropy-bonus", "entropy-penalty", "20-entropy", "stapo", "ict")
 if algo not in ALGOS:
     raise SystemExit(f"algo must be one of {ALGOS}, got {algo!r}")
-if min(prompts_per_step, group_size, micro_batch_size, max_new_tokens, eval_n, final_eval_n) < 1:
-    raise SystemExit("prompts_per_step, group_size, micro_batch_size, max_new_tokens and eval_n must be >= 1")
-if dtype not in ("float32", "bfloat16", "float16"):
-    raise SystemExit(f"dtype must be float32, bfloat16 or float16, got {dtype!r}")
+if min(prompts_per_step, micro_batch_size, max_new_tokens, eval_n, final_eval_n, eval_batch_rows) < 1:
+    raise SystemExit("prompts_per_step, micro_batch_size, max_new_tokens, eval_n, eval_batch_rows must be >= 1")
+if group_size < 2:
+    raise SystemExit(f"group_size must be >= 2 (group-relative advantages), got {group_size}")
+if dtype not in ("float32", "bfloat16"):  # float16 would need a GradScaler
+    raise SystemExit(f"dtype must be float32 or bfloat16, got {dtype!r}")
 os.makedirs(out_dir, exist_ok=True)
 ckpt_dir = os.path.join(out_dir, "ckpt")
 torch.manual_seed(seed)
@@ -109,18 +124,13 @@ if not train_set or not test_set:
 test_set = test_set[:eval_problems]
 log(f"{len(train_set)} train problems, {len(test_set)} held-out eval problems")
 
-start_step, state, policy_source = 0, None, init_from
+start_step, policy_source = 0, init_from
 if init_from == "tiny":
     policy_source = os.path.join(out_dir, f"warmstart_{task}")
     if not os.path.exists(os.path.join(policy_source, "config.json")):  # the tiny model learns generated data
         sft_set = train_set if dataset == "generated" else tasks.load(task, "generated", n_problems, data_seed)[0]
         warm_start(policy_source, sft_set, steps=warmstart_steps, template=template, device=device, log=log)
 elif init_from == "resume":
-    if not os.path.exists(os.path.join(ckpt_dir, "state.pt")) and os.path.exists(ckpt_dir + ".old"):
-        os.replace(ckpt_dir + ".old", ckpt_dir)  # killed between the two renames of save_checkpoint
-    if not os.path.exists(os.path.join(ckpt_dir, "state.pt")):
-        raise SystemExit(f"init_from='resume' but there is no checkpoint in {ckpt_dir}")
-    state = torch.load(os.path.join(ckpt_dir, "state.pt"), weights_only=False)
     policy_source = ckpt_dir
 model, tokenizer = load_policy(policy_source, device)
 if gradient_checkpointing:
@@ -132,6 +142,8 @@ if kl_coef > 0:  # the frozen reference is the policy RL started from
 optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.99))
 if state:
     optimizer.load_state_dict(state["optimizer"])
+    for group in optimizer.param_groups:
+        group["lr"] = lr  # the saved optimizer's lr would otherwise win over --lr
     start_step = state["step"]
     rng.setstate(state["python_rng"])
     torch.set_rng_state(state["torch_rng"])
@@ -172,7 +184,7 @@ def save_checkpoint(step):
 def run_eval(step, n):
     t0 = time.time()
     with ctx:
-        res = evaluate(model, tokenizer, test_set, n, temperature, max_new_tokens, template)
+        res = evaluate(model, tokenizer, test_set, n, temperature, max_new_tokens, template, eval_batch_rows)
     log(f"eval @ step {step} ({time.time() - t0:.0f}s):\n{format_table(res)}")
     log_json({"eval_step": step, "eval_time": time.time() - t0, **res})
     return res
@@ -189,7 +201,7 @@ for step in bar:
     batch = rng.sample(train_set, prompts_per_step)
     prompts = [tasks.prompt(p, template, tokenizer) for p in batch]
     with ctx:
-        ro = rollout(model, tokenizer, prompts, group_size, max_new_tokens, temperature)
+        ro = rollout(model, tokenizer, prompts, group_size, max_new_tokens, temperature, micro_batch_size)
     t1 = time.time()
 
     # 2. reward: r_i in {0, FORMAT_SCORE, 1} (Countdown) or {0, 1} (math); "correct" means r_i = 1
@@ -212,7 +224,8 @@ for step in bar:
     ref_logp = torch.zeros_like(ro.old_logp)
     if ref_model is not None:
         with torch.no_grad(), ctx:
-            ref_logp, _ = response_logprobs(ref_model, ro.input_ids, ro.attention_mask, ro.n_prompt, temperature)
+            ref_logp, _ = response_logprobs(ref_model, ro.input_ids, ro.attention_mask, ro.n_prompt, temperature,
+                                            micro_batch_size)
 
     # 4. update: ppo_epochs optimizer steps, each over the whole batch in micro-batches
     for _ in range(ppo_epochs):
@@ -229,14 +242,17 @@ for step in bar:
                                  f"(last checkpoint: {ckpt_dir}). Try a lower lr or grad_clip.")
             loss.backward()
             loss_sum += loss.item()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
+        if not torch.isfinite(grad_norm):
+            raise SystemExit(f"step {step}: the gradient norm is {grad_norm.item()}; nothing from this step was "
+                             f"saved (last checkpoint: {ckpt_dir}). Try a lower lr.")
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     t3 = time.time()
 
     # 5. metrics
     seq_L = L.seq_logprob(ro.old_logp, mask)
-    ds = L.ds_term(correct, seq_L, alpha, beta) if algo == "ds-grpo" else torch.zeros_like(seq_L)
+    ds = L.ds_term(correct, seq_L, alpha, beta) if algo == "ds-grpo" else torch.zeros_like(seq_L)  # the 'seq' form
     tok_c, tok_w = mask * correct[:, None], mask * (1 - correct[:, None])  # tokens of correct / wrong responses
     record = {
         "step": step + 1, "loss": loss_sum, "reward": rewards.mean().item(), "accuracy": correct.mean().item(),

@@ -29,3 +29,4 @@ eval_problems = 200
 eval_n = 8
 final_eval_n = 64
 ckpt_interval = 50
+eval_batch_rows = 128  # responses generated at once in evaluation: bounds the KV cache

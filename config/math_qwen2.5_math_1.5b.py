@@ -5,8 +5,8 @@
 # Memory, by arithmetic (not measured): 1.5B params in float32 = 6.2 GB, AdamW states 12.4 GB, grads
 # 6.2 GB -> ~25 GB; activations of micro-batches of 8 x ~2.3k tokens with gradient checkpointing and
 # the chunked LM head add ~5-10 GB, and generating 256 x 2048 tokens needs a KV cache of ~15 GB in
-# bf16 (28 layers x 2 x 256 kv-dim x 2 bytes x 524k tokens). Plan on an 80 GB GPU (or halve
-# prompts_per_step on 40 GB).
+# bf16 (28 layers x 2 x 256 kv-dim x 2 bytes x 524k tokens; more if autocast keeps parts of it in
+# float32). Plan on an 80 GB GPU (or halve prompts_per_step on 40 GB).
 init_from = "Qwen/Qwen2.5-Math-1.5B"
 out_dir = "out/math_qwen1.5b"
 task = "math"
@@ -33,3 +33,4 @@ eval_problems = 500
 eval_n = 4
 final_eval_n = 16
 ckpt_interval = 50
+eval_batch_rows = 64  # responses generated at once in evaluation: bounds the KV cache (2k-token responses)
