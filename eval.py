@@ -34,10 +34,11 @@ def ks_for(n):
 
 @torch.no_grad()
 def evaluate(model, tokenizer, problems, n=64, temperature=1.0, max_new_tokens=32, template="tiny",
-             rows_per_batch=512, progress=False):
+             rows_per_batch=512, progress=False, compile=False):
     """Samples n responses for each problem; returns pass@k for k = 1, 2, 4, ..., n averaged over
     problems, the mean number of distinct correct answers per problem (tasks.answer_key: for Countdown
-    up to commutativity/associativity), the mean token entropy and the accuracy."""
+    up to commutativity/associativity), the mean token entropy and the accuracy; and the per-problem
+    correct and distinct counts (for pass@k at any k, and to merge data-parallel shards)."""
     prompts_per_batch = max(1, rows_per_batch // n)
     correct_counts, distinct, ent_sum, tok_sum = [], [], 0.0, 0.0
     batches = range(0, len(problems), prompts_per_batch)
@@ -47,7 +48,7 @@ def evaluate(model, tokenizer, problems, n=64, temperature=1.0, max_new_tokens=3
     for i in batches:
         chunk = problems[i:i + prompts_per_batch]
         prompts = [tasks.prompt(p, template, tokenizer) for p in chunk]
-        ro = rollout(model, tokenizer, prompts, n, max_new_tokens, temperature)
+        ro = rollout(model, tokenizer, prompts, n, max_new_tokens, temperature, compile=compile)
         ent_sum += ro.entropy.sum().item()
         tok_sum += ro.response_mask.sum().item()
         for j, p in enumerate(chunk):
@@ -55,14 +56,29 @@ def evaluate(model, tokenizer, problems, n=64, temperature=1.0, max_new_tokens=3
             right = [t for t in texts if tasks.reward(t, p) == 1.0]
             correct_counts.append(len(right))
             distinct.append(len({tasks.answer_key(t, p) for t in right}))
-    ks = ks_for(n)
+    return summarize(n, temperature, correct_counts, distinct, ent_sum, tok_sum)
+
+
+def summarize(n, temperature, correct, distinct, entropy_sum, tokens):
+    """The result dict from per-problem counts: correct[i] of the n samples of problem i were right,
+    distinct[i] distinct correct answers. Shards of a data-parallel evaluation merge by concatenating
+    their counts and adding entropy_sum and tokens (merge_results)."""
     return {
-        "n": n, "temperature": temperature, "problems": len(problems),
-        "pass@k": {k: sum(pass_at_k(n, c, k) for c in correct_counts) / len(problems) for k in ks},
-        "accuracy": sum(correct_counts) / (n * len(problems)),
-        "distinct_correct": sum(distinct) / len(problems),
-        "entropy": ent_sum / max(tok_sum, 1),
+        "n": n, "temperature": temperature, "problems": len(correct),
+        "pass@k": {k: sum(pass_at_k(n, c, k) for c in correct) / len(correct) for k in ks_for(n)},
+        "accuracy": sum(correct) / (n * len(correct)),
+        "distinct_correct": sum(distinct) / len(correct),
+        "entropy": entropy_sum / max(tokens, 1),
+        "correct": correct, "distinct": distinct, "entropy_sum": entropy_sum, "tokens": tokens,
     }
+
+
+def merge_results(results):
+    """One result from the results of disjoint problem shards (e.g. one per data-parallel rank)."""
+    r0 = results[0]
+    return summarize(r0["n"], r0["temperature"], [c for r in results for c in r["correct"]],
+                     [d for r in results for d in r["distinct"]], sum(r["entropy_sum"] for r in results),
+                     sum(r["tokens"] for r in results))
 
 
 def format_table(res):

@@ -1,14 +1,22 @@
 """
-Sampling G responses per prompt with Hugging Face `generate`, and the bookkeeping around it:
-the response mask (tokens up to and including the first EOS), truncation flags, and the
-log-probs / entropies of the sampled tokens under the sampling policy.
+Sampling G responses per prompt, and the bookkeeping around it: the response mask (tokens up to
+and including the first EOS), truncation flags, and the log-probs / entropies of the sampled tokens
+under the sampling policy.
+
+Sampling is a short decode loop of our own around the HF model's forward (`generate` below), not
+HF `generate`: each prompt is encoded once and its KV cache copied G times (generate's
+num_return_sequences re-encodes the prompt G times), the cache is a fixed-size StaticCache, and with
+compile=True the one-token decode step is compiled (CUDA graphs on a GPU), which removes most of the
+per-step launch overhead that dominates HF generate for small models. Same distribution as HF
+generate (with the same seed, the same tokens): softmax(logits / T), no top-k / top-p / repetition
+penalty.
 """
 from dataclasses import dataclass
 
 import torch
-from transformers import GenerationConfig
+from transformers import DynamicCache, StaticCache
 
-from model import response_logprobs
+from model import _logits, response_logprobs
 
 
 @dataclass
@@ -42,29 +50,73 @@ def end_of_response_ids(model, tokenizer):
 
 
 @torch.no_grad()
-def rollout(model, tokenizer, prompts, G, max_new_tokens, temperature=1.0, logprob_batch_size=None):
+def generate(model, input_ids, attention_mask, G, max_new_tokens, temperature, eos_ids, pad_id, compile=False):
+    """input_ids, attention_mask (B, P): left-padded prompts. Returns (B*G, T) sampled ids, T <=
+    max_new_tokens, rows b*G..b*G+G-1 from prompt b; after a row's EOS come pad ids. temperature=0
+    is greedy decoding. The KV cache is a fixed-size StaticCache (fixed shapes, so compile=True can
+    torch.compile the decode step, 'reduce-overhead' = CUDA graphs on a GPU; also faster uncompiled
+    on a CPU than a growing cache)."""
+    B, P = input_ids.shape
+    N, device = B * G, input_ids.device
+    base, lm_head = getattr(model, model.base_model_prefix), model.get_output_embeddings()
+    eos = torch.as_tensor(eos_ids, device=device).reshape(-1)
+
+    def next_token(last_hidden):  # (N, D) -> (N,) sampled ids, from float32 logits as in training
+        logits = _logits(last_hidden, lm_head, 1.0)  # (N, V)
+        if temperature == 0:
+            return logits.argmax(-1)
+        return torch.multinomial(torch.softmax(logits / temperature, -1), 1).squeeze(-1)
+
+    # prefill: each prompt once, then its keys/values copied to its G rows
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, P), as HF does for left padding
+    cache = DynamicCache(config=model.config)
+    hidden = base(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                  past_key_values=cache, use_cache=True).last_hidden_state[:, -1]  # (B, D)
+    hidden = hidden.repeat_interleave(G, 0)  # (N, D)
+    static_cache = StaticCache(config=model.config, max_cache_len=P + max_new_tokens)
+    for i, layer in enumerate(cache.layers):  # the same keys/values in fixed (N, heads, P + T, d) buffers
+        static_cache.update(layer.keys.repeat_interleave(G, 0), layer.values.repeat_interleave(G, 0), i)
+    cache = static_cache
+    # the full-length mask exists from the start (fixed shapes for compile): prompt, then 0 until written
+    mask = torch.cat([attention_mask.repeat_interleave(G, 0),
+                      attention_mask.new_zeros(N, max_new_tokens)], 1)  # (N, P + max_new_tokens)
+    pos = position_ids[:, -1:].repeat_interleave(G, 0)  # (N, 1) position of the last token
+
+    def decode_step(tok, mask, pos):  # one new token per row -> last hidden (N, D)
+        return base(input_ids=tok, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                    use_cache=True).last_hidden_state[:, -1]
+    step_fn = torch.compile(decode_step, mode="reduce-overhead", dynamic=False) if compile else decode_step
+
+    out = torch.full((N, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    done = torch.zeros(N, dtype=torch.bool, device=device)
+    for t in range(max_new_tokens):
+        tok = next_token(hidden).masked_fill(done, pad_id)  # (N,)
+        out[:, t] = tok
+        done |= torch.isin(tok, eos)
+        if t + 1 == max_new_tokens or done.all():
+            return out[:, :t + 1]
+        mask[:, P + t] = 1
+        pos = pos + 1
+        hidden = step_fn(tok[:, None], mask, pos)  # the mask covers the whole static cache
+    return out
+
+
+@torch.no_grad()
+def rollout(model, tokenizer, prompts, G, max_new_tokens, temperature=1.0, logprob_batch_size=None,
+            compile=False):
     """Samples G responses for each of the B prompts; responses of prompt b are rows b*G..b*G+G-1,
-    so a group is contiguous. Pure sampling from softmax(logits / temperature): no top-k/top-p or
-    repetition penalty (hub generation configs often set them), so old_logp is the true
-    probability of what was sampled. logprob_batch_size bounds the rows of the log-prob pass."""
+    so a group is contiguous. Pure sampling from softmax(logits / temperature), so old_logp is the
+    true probability of what was sampled. logprob_batch_size bounds the rows of the log-prob pass;
+    compile: see generate."""
     device = next(model.parameters()).device
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left",
-                    add_special_tokens=False).to(device)  # prompts are complete (chat template or plain)
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False,
+                    pad_to_multiple_of=32 if compile else None).to(device)  # few shapes -> few recompiles
     eos_ids = end_of_response_ids(model, tokenizer)
-    gen_cfg = GenerationConfig(do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
-                               max_new_tokens=max_new_tokens, num_return_sequences=G,
-                               eos_token_id=eos_ids, pad_token_id=tokenizer.pad_token_id)
-    was_training, hub_cfg = model.training, model.generation_config
+    was_training = model.training
     model.eval()
-    # generate fills every field we leave unset from model.generation_config (e.g. Qwen-Instruct's
-    # repetition_penalty): swap in a blank one so that nothing but temperature shapes the sampling
-    model.generation_config = GenerationConfig(eos_token_id=eos_ids, pad_token_id=tokenizer.pad_token_id)
-    try:
-        out = model.generate(**enc, generation_config=gen_cfg)  # (B*G, P+T), groups contiguous
-    finally:
-        model.generation_config = hub_cfg
+    response_ids = generate(model, enc.input_ids, enc.attention_mask, G, max_new_tokens, temperature,
+                            eos_ids, tokenizer.pad_token_id, compile)  # (B*G, T)
     n_prompt = enc.input_ids.shape[1]
-    response_ids = out[:, n_prompt:]  # (B*G, T)
     response_mask, truncated = response_mask_from(response_ids, eos_ids)
     response_ids = response_ids.masked_fill(response_mask == 0, tokenizer.pad_token_id)
     input_ids = torch.cat([enc.input_ids.repeat_interleave(G, 0), response_ids], 1)

@@ -85,6 +85,7 @@ ict_warmup_steps = 20  # Theta of 'ict': dense GRPO steps before the sparse sele
 device = "cuda" if torch.cuda.is_available() else "cpu"
 dtype = "bfloat16" if torch.cuda.is_available() else "float32"  # autocast dtype; weights stay float32
 gradient_checkpointing = False
+compile = False  # torch.compile the rollout's decode step (CUDA graphs on a GPU; one-time cost, see bench.py)
 config = configure(globals(), sys.argv[1:])
 state = None  # what a resumed run restores: step, optimizer, RNG, its config
 if init_from == "resume":  # a resumed run keeps its own settings, except those given again on the command line
@@ -184,7 +185,8 @@ def save_checkpoint(step):
 def run_eval(step, n):
     t0 = time.time()
     with ctx:
-        res = evaluate(model, tokenizer, test_set, n, temperature, max_new_tokens, template, eval_batch_rows)
+        res = evaluate(model, tokenizer, test_set, n, temperature, max_new_tokens, template, eval_batch_rows,
+                       compile=compile)
     log(f"eval @ step {step} ({time.time() - t0:.0f}s):\n{format_table(res)}")
     log_json({"eval_step": step, "eval_time": time.time() - t0, **res})
     return res
@@ -201,7 +203,7 @@ for step in bar:
     batch = rng.sample(train_set, prompts_per_step)
     prompts = [tasks.prompt(p, template, tokenizer) for p in batch]
     with ctx:
-        ro = rollout(model, tokenizer, prompts, group_size, max_new_tokens, temperature, micro_batch_size)
+        ro = rollout(model, tokenizer, prompts, group_size, max_new_tokens, temperature, micro_batch_size, compile)
     t1 = time.time()
 
     # 2. reward: r_i in {0, FORMAT_SCORE, 1} (Countdown) or {0, 1} (math); "correct" means r_i = 1
