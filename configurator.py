@@ -2,7 +2,8 @@
 Config overrides, the nanoGPT way: the script's plain globals are the config. Then
   python train.py config/countdown_qwen0.5b.py --lr=1e-6 --algo=grpo
 runs the config file (plain Python assignments) and then the --key=value pairs. Every key must
-already exist and keep its type (an int may become a float); anything else is a one-line error.
+already exist and keep its type (an int may become a float; a bare --flag sets a bool to True);
+anything else is a one-line error.
 """
 from ast import literal_eval
 
@@ -35,6 +36,8 @@ def configure(cfg, argv):
                     cfg[key] = keys[key] = _check(keys, key, value, arg)
             continue
         key, sep, text = arg[2:].partition("=")
+        if not sep and isinstance(keys.get(key), bool):
+            sep, text = "=", "True"  # --quick is --quick=True
         if not sep:
             raise SystemExit(f"bad argument {arg!r}: use --key=value")
         try:
