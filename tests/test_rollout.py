@@ -1,0 +1,110 @@
+"""The decode loop of rollout.generate against HF generate: same tokens with sampling off, and with
+sampling on the same tokens for the same seed (so the same distribution); each prompt encoded once."""
+import pytest
+import torch
+from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+from countdown import format_prompt
+from model import char_tokenizer, tiny_model
+from rollout import end_of_response_ids, generate
+
+PROMPTS = [format_prompt([3, 5, 7], 22), format_prompt([10, 2], 5), format_prompt([1, 2, 3, 4], 24)]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return char_tokenizer()
+
+
+def eos_biased(m, tok, bias=3.0):
+    """A bias toward EOS in the LM head, so that a random model ends some responses early (rows
+    finish at different steps, which is where a decode loop can go wrong)."""
+    old = m.get_output_embeddings()
+    head = torch.nn.Linear(old.in_features, old.out_features, bias=True)
+    head.weight = old.weight
+    with torch.no_grad():
+        head.bias.zero_()
+        head.bias[tok.eos_token_id] = bias
+    m.set_output_embeddings(head)
+    return m.eval()
+
+
+def models(tok, bias=3.0):
+    torch.manual_seed(0)
+    llama = tiny_model(tok, n_layer=2, n_embd=32, n_head=2)
+    qwen = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id))
+    return {"llama": eos_biased(llama, tok, bias), "qwen2-gqa": eos_biased(qwen, tok, bias)}
+
+
+def hf_generate(m, tok, enc, G, max_new, do_sample):
+    eos = end_of_response_ids(m, tok)
+    if do_sample:
+        cfg = GenerationConfig(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=max_new,
+                               num_return_sequences=G, eos_token_id=eos, pad_token_id=tok.pad_token_id)
+        out = m.generate(**enc, generation_config=cfg)
+    else:  # greedy generate refuses num_return_sequences > 1: give it the G copies
+        cfg = GenerationConfig(do_sample=False, max_new_tokens=max_new, eos_token_id=eos,
+                               pad_token_id=tok.pad_token_id)
+        out = m.generate(input_ids=enc.input_ids.repeat_interleave(G, 0),
+                         attention_mask=enc.attention_mask.repeat_interleave(G, 0), generation_config=cfg)
+    return out[:, enc.input_ids.shape[1]:]
+
+
+def same_tokens(ours, ref, pad_id):
+    """Ours stops at the step where every row has ended; HF may run further, padding only."""
+    T = ours.shape[1]
+    return torch.equal(ours, ref[:, :T]) and bool((ref[:, T:] == pad_id).all())
+
+
+@pytest.mark.parametrize("name", ["llama", "qwen2-gqa"])
+@pytest.mark.parametrize("do_sample", [False, True])
+def test_generate_matches_hf_generate(tok, name, do_sample):
+    m = models(tok, 3.0 if do_sample else 0.1)[name]  # greedy, weak bias: rows run to max_new
+    enc = tok(PROMPTS, return_tensors="pt", padding=True, padding_side="left")
+    G, max_new = 4, 12
+    torch.manual_seed(123)
+    ref = hf_generate(m, tok, enc, G, max_new, do_sample)
+    torch.manual_seed(123)  # same seed: multinomial draws the same uniforms, so the same tokens
+    ours = generate(m, enc.input_ids, enc.attention_mask, G, max_new, 1.0 if do_sample else 0,
+                    end_of_response_ids(m, tok), tok.pad_token_id)
+    assert same_tokens(ours, ref, tok.pad_token_id)
+    ended = (ours == tok.eos_token_id).any(-1)
+    if do_sample:  # some rows end early, some run to max_new: both paths of the loop are exercised
+        assert ended.any() and not ended.all()
+    else:
+        assert ours.shape[1] == max_new
+
+
+def test_generate_changes_with_the_seed(tok):
+    # the check above could pass trivially if sampling were deterministic
+    m = models(tok)["llama"]
+    enc = tok(PROMPTS, return_tensors="pt", padding=True, padding_side="left")
+    draws = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        draws.append(generate(m, enc.input_ids, enc.attention_mask, 4, 12, 1.0, [tok.eos_token_id], tok.pad_token_id))
+    assert draws[0].shape != draws[1].shape or not torch.equal(*draws)
+
+
+def test_prompt_encoded_once_per_group(tok):
+    # num_return_sequences would run the prefill on B*G rows; we run it on the B prompts once
+    m = models(tok)["llama"]
+    enc = tok(PROMPTS, return_tensors="pt", padding=True, padding_side="left")
+    seen = []  # (rows, positions) of every forward of the base model
+    hook = m.model.register_forward_hook(lambda mod, args, kwargs, out: seen.append(tuple(kwargs["input_ids"].shape)),
+                                         with_kwargs=True)
+    generate(m, enc.input_ids, enc.attention_mask, 5, 8, 1.0, [tok.eos_token_id], tok.pad_token_id)
+    hook.remove()
+    B, P = enc.input_ids.shape
+    assert seen[0] == (B, P)  # the prefill: each prompt once
+    assert all(shape == (B * 5, 1) for shape in seen[1:])  # then one token per response per step
+
+
+def test_compiled_decode_step_gives_the_same_tokens(tok):
+    # compile=True (torch.compile of the decode step; CUDA graphs on a GPU) must not change the result
+    m = models(tok)["llama"]
+    enc = tok(PROMPTS, return_tensors="pt", padding=True, padding_side="left")
+    args = (enc.input_ids, enc.attention_mask, 3, 10, 0, [tok.eos_token_id], tok.pad_token_id)
+    assert torch.equal(generate(m, *args), generate(m, *args, compile=True))
