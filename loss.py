@@ -93,10 +93,13 @@ def aggregate(per_token, weight, agg, denom):
     raise ValueError(f"agg must be 'token-mean' or 'seq-mean', got {agg!r}")
 
 
-def normaliser(weight, agg):
-    """The batch-level denominator that goes with aggregate(): kept tokens, or sequences."""
-    n = weight.sum() if agg == "token-mean" else (weight.sum(-1) > 0).sum()
-    return n.clamp(min=1).float()
+def normaliser(weight, agg, distributed=False):
+    """The batch-level denominator that goes with aggregate(): kept tokens, or sequences. distributed:
+    summed over the data-parallel ranks, so the ranks' losses add up to the global batch's loss."""
+    n = (weight.sum() if agg == "token-mean" else (weight.sum(-1) > 0).sum()).float()
+    if distributed:
+        torch.distributed.all_reduce(n)
+    return n.clamp(min=1)
 
 
 def policy_loss(logp, old_logp, adv, weight, denom, agg="token-mean", eps_low=0.2, eps_high=0.2,

@@ -4,6 +4,7 @@ DS-GRPO, GRPO and the baselines on Countdown (or math), in one readable loop.
   python train.py                                  # tiny default, CPU ok: warm start + RL + eval
   python train.py --algo=grpo --max_steps=100      # override any constant below
   python train.py config/countdown_qwen0.5b.py     # a real HF model on a GPU
+  torchrun --nproc_per_node=8 train.py config/countdown_qwen0.5b.py   # data-parallel on 8 GPUs
 
 Each step: sample `prompts_per_step` training problems, draw `group_size` responses per prompt
 (rollout.py), score them (reward.py), turn rewards into per-token advantages (loss.py; DS-GRPO adds
@@ -11,7 +12,11 @@ the DS-Eq.6 term) and per-token weights (the token-selection methods keep only s
 `ppo_epochs` optimizer steps on the clipped surrogate (plus -/+ c H for the entropy baselines).
 
 What is simplified, and why:
-- One process, one device. Rollouts use plain HF `generate` (no vLLM): fewer moving parts.
+- Rollouts are our own short decode loop around the HF forward (rollout.py), not vLLM: fewer moving
+  parts. Data parallelism is torchrun + one gradient all-reduce per optimizer step (each rank owns whole
+  groups, so advantages are exact); no FSDP, so the model must fit on one GPU.
+- Under torchrun, 20-Entropy's batch quantile and STAPO's tau_h are over each rank's share of the
+  batch, not the global batch (everything else, including the loss normaliser, is global).
 - The sampling policy pi_old is the policy at the start of the step (fully on-policy), and its
   log-probs are recomputed with a forward pass instead of taken from generate's scores, so the
   training and sampling numerics match and the (B, T, V) scores are never stored.
@@ -34,7 +39,7 @@ from tqdm import tqdm
 import loss as L
 import tasks
 from configurator import configure
-from eval import evaluate, format_table
+from eval import evaluate, format_table, merge_results
 from model import js_uniqueness, load_policy, response_logprobs, warm_start
 from rollout import rollout
 
@@ -100,6 +105,16 @@ if init_from == "resume":  # a resumed run keeps its own settings, except those 
     globals().update({k: v for k, v in state["config"].items() if k not in _keep})
     config = {k: globals()[k] for k in config}
 # -----------------------------------------------------------------------------
+ddp = "RANK" in os.environ  # launched by torchrun: one process per GPU (or per CPU process, gloo)
+rank, world = 0, 1
+if ddp:
+    import torch.distributed as dist
+    dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if device.startswith("cuda"):
+        device = f"cuda:{os.environ['LOCAL_RANK']}"
+        torch.cuda.set_device(device)
+master = rank == 0  # only rank 0 logs, evaluates the merged results and checkpoints
 
 ALGOS = ("grpo", "dr-grpo", "ds-grpo", "entropy-bonus", "entropy-penalty", "20-entropy", "stapo", "ict")
 if algo not in ALGOS:
@@ -108,29 +123,34 @@ if min(prompts_per_step, micro_batch_size, max_new_tokens, eval_n, final_eval_n,
     raise SystemExit("prompts_per_step, micro_batch_size, max_new_tokens, eval_n, eval_batch_rows must be >= 1")
 if group_size < 2:
     raise SystemExit(f"group_size must be >= 2 (group-relative advantages), got {group_size}")
+if prompts_per_step % world:
+    raise SystemExit(f"prompts_per_step={prompts_per_step} must be a multiple of the {world} torchrun processes")
 if dtype not in ("float32", "bfloat16"):  # float16 would need a GradScaler
     raise SystemExit(f"dtype must be float32 or bfloat16, got {dtype!r}")
 os.makedirs(out_dir, exist_ok=True)
 ckpt_dir = os.path.join(out_dir, "ckpt")
-torch.manual_seed(seed)
-rng = random.Random(seed)  # draws the training prompts
+torch.manual_seed(seed + rank)  # each rank samples its own responses
+rng = random.Random(seed)  # draws the global batch of training prompts: the same on every rank
 ctx = (torch.autocast(device_type=device.split(":")[0], dtype=getattr(torch, dtype))
        if dtype != "float32" else nullcontext())
-log = tqdm.write
+log = tqdm.write if master else (lambda *a, **k: None)
 
 # ----------------------------------------------------------------------------- data and model
 train_set, test_set = tasks.load(task, dataset, n_problems, data_seed)
 if not train_set or not test_set:
     raise SystemExit(f"dataset {dataset!r} has no train or no test problems for task {task!r}")
 test_set = test_set[:eval_problems]
-log(f"{len(train_set)} train problems, {len(test_set)} held-out eval problems")
+log(f"{len(train_set)} train problems, {len(test_set)} held-out eval problems"
+    + (f", {world} data-parallel ranks" if ddp else ""))
 
 start_step, policy_source = 0, init_from
 if init_from == "tiny":
     policy_source = os.path.join(out_dir, f"warmstart_{task}")
-    if not os.path.exists(os.path.join(policy_source, "config.json")):  # the tiny model learns generated data
+    if master and not os.path.exists(os.path.join(policy_source, "config.json")):  # learns generated data
         sft_set = train_set if dataset == "generated" else tasks.load(task, "generated", n_problems, data_seed)[0]
         warm_start(policy_source, sft_set, steps=warmstart_steps, template=template, device=device, log=log)
+    if ddp:
+        dist.barrier()  # the other ranks wait for rank 0's warm start
 elif init_from == "resume":
     policy_source = ckpt_dir
 model, tokenizer = load_policy(policy_source, device)
@@ -147,13 +167,15 @@ if state:
         group["lr"] = lr  # the saved optimizer's lr would otherwise win over --lr
     start_step = state["step"]
     rng.setstate(state["python_rng"])
-    torch.set_rng_state(state["torch_rng"])
+    torch.set_rng_state(state["torch_rng"])  # rank 0's; the other ranks draw fresh streams
+    if rank:
+        torch.manual_seed(seed + rank + world * start_step)
     if torch.cuda.is_available() and state.get("cuda_rng") is not None:
         torch.cuda.set_rng_state_all(state["cuda_rng"])
     log(f"resumed from {ckpt_dir} at step {start_step}")
 ref_source = state["ref_source"] if state else policy_source
 metrics_path = os.path.join(out_dir, "metrics.jsonl")
-if state and os.path.exists(metrics_path):  # drop what the killed run logged after its last checkpoint
+if master and state and os.path.exists(metrics_path):  # drop what the killed run logged after its last checkpoint
     with open(metrics_path) as f:
         records = [json.loads(line) for line in f]
     with open(metrics_path, "w") as f:
@@ -161,6 +183,8 @@ if state and os.path.exists(metrics_path):  # drop what the killed run logged af
 
 
 def log_json(record):
+    if not master:
+        return
     with open(metrics_path, "a") as f:
         f.write(json.dumps(record) + "\n")
 
@@ -183,10 +207,15 @@ def save_checkpoint(step):
 
 
 def run_eval(step, n):
+    """Each rank evaluates every world-th problem; the per-problem counts are gathered and merged."""
     t0 = time.time()
     with ctx:
-        res = evaluate(model, tokenizer, test_set, n, temperature, max_new_tokens, template, eval_batch_rows,
-                       compile=compile)
+        res = evaluate(model, tokenizer, test_set[rank::world], n, temperature, max_new_tokens, template,
+                       eval_batch_rows, compile=compile)
+    if ddp:
+        shards = [None] * world
+        dist.all_gather_object(shards, res)
+        res = merge_results(shards)
     log(f"eval @ step {step} ({time.time() - t0:.0f}s):\n{format_table(res)}")
     log_json({"eval_step": step, "eval_time": time.time() - t0, **res})
     return res
@@ -196,11 +225,13 @@ def run_eval(step, n):
 if start_step == 0 and init_from != "resume":
     run_eval(0, eval_n)
 model.train()
-bar = tqdm(range(start_step, max_steps), initial=start_step, total=max_steps, desc=algo, dynamic_ncols=True)
+bar = tqdm(range(start_step, max_steps), initial=start_step, total=max_steps, desc=algo, dynamic_ncols=True,
+           disable=not master)
 for step in bar:
     # 1. rollout: G responses for each of the step's prompts (groups are contiguous rows)
     t0 = time.time()
-    batch = rng.sample(train_set, prompts_per_step)
+    batch = rng.sample(train_set, prompts_per_step)  # the global batch; this rank's share of whole groups:
+    batch = batch[rank * prompts_per_step // world:(rank + 1) * prompts_per_step // world]
     prompts = [tasks.prompt(p, template, tokenizer) for p in batch]
     with ctx:
         ro = rollout(model, tokenizer, prompts, group_size, max_new_tokens, temperature, micro_batch_size, compile)
@@ -222,7 +253,7 @@ for step in bar:
         with ctx:
             u = js_uniqueness(model, ro.input_ids, ro.attention_mask, ro.n_prompt, mask, group_size, temperature)
     weight = L.token_weights(select, mask, ro.entropy, ro.old_logp, adv, correct, u, top_entropy_frac, stapo_q)
-    denom = L.normaliser(weight, agg)  # kept tokens (token-mean) or sequences with a kept token (seq-mean)
+    denom = L.normaliser(weight, agg, ddp)  # kept tokens (token-mean) or sequences with one, whole global batch
     ref_logp = torch.zeros_like(ro.old_logp)
     if ref_model is not None:
         with torch.no_grad(), ctx:
@@ -244,6 +275,9 @@ for step in bar:
                                  f"(last checkpoint: {ckpt_dir}). Try a lower lr or grad_clip.")
             loss.backward()
             loss_sum += loss.item()
+        if ddp:  # sum the ranks' gradients (each rank's loss is its share of the global-batch loss)
+            for work in [dist.all_reduce(p.grad, async_op=True) for p in model.parameters() if p.grad is not None]:
+                work.wait()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
         if not torch.isfinite(grad_norm):
             raise SystemExit(f"step {step}: the gradient norm is {grad_norm.item()}; nothing from this step was "
@@ -267,6 +301,12 @@ for step in bar:
         "entropy_incorrect": (ro.entropy * tok_w).sum().item() / max(tok_w.sum().item(), 1),
         "grad_norm": grad_norm.item(), "time_rollout": t1 - t0, "time_reward": t2 - t1, "time_train": t3 - t2,
     }
+    if ddp:  # the global batch's figures: mean over ranks (equal shares), the loss summed
+        values = torch.tensor(list(record.values()), dtype=torch.float64, device=device)
+        dist.all_reduce(values)
+        keys = list(record)
+        record = {k: v / world for k, v in zip(keys, values.tolist())}
+        record.update(step=step + 1, loss=values[keys.index("loss")].item())
     log_json(record)
     bar.set_postfix(acc=f"{record['accuracy']:.3f}", ent=f"{record['entropy']:.3f}")
     if (step + 1) % log_interval == 0:
@@ -277,10 +317,19 @@ for step in bar:
     last = step + 1 == max_steps
     if (step + 1) % eval_interval == 0 and not last:
         run_eval(step + 1, eval_n)
-    if (step + 1) % ckpt_interval == 0 or last:
+    if master and ((step + 1) % ckpt_interval == 0 or last):
         save_checkpoint(step + 1)
 bar.close()
 final = run_eval(max_steps, final_eval_n)
-with open(os.path.join(out_dir, "final_eval.json"), "w") as f:
-    json.dump({"algo": algo, "config": config, **final}, f, indent=2)
+if ddp:  # the ranks must hold the same parameters: same start, same summed gradients, same update
+    params = torch.cat([p.detach().flatten() for p in model.parameters()])
+    rank0 = params.clone()
+    dist.broadcast(rank0, 0)
+    final["ddp_max_param_diff"] = (params - rank0).abs().max()
+    dist.all_reduce(final["ddp_max_param_diff"], op=dist.ReduceOp.MAX)
+    final["ddp_max_param_diff"] = final["ddp_max_param_diff"].item()
+    dist.destroy_process_group()
+if master:
+    with open(os.path.join(out_dir, "final_eval.json"), "w") as f:
+        json.dump({"algo": algo, "config": config, "world_size": world, **final}, f, indent=2)
 log(f"done: final pass@1 {final['pass@k'][1]:.4f}, checkpoint in {ckpt_dir}")
