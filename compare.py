@@ -11,7 +11,7 @@ samples, and sweep DS-GRPO's alpha x beta. Writes results.json, results.md (the 
 Every run is a plain `python train.py --key=value ...` subprocess with its own out_dir, so a run can be
 re-run or inspected alone; finished runs (final_eval.json present) are skipped, so a killed comparison
 resumes where it stopped. What was simplified: one warm start (the RL seeds vary, the warm start does
-not); the sweep uses one seed; pass@k uses the unbiased estimator on n samples per problem.
+not); the sweep uses one seed, fewer steps and fewer samples; pass@k uses the unbiased estimator on n samples per problem.
 """
 import json
 import math
@@ -33,6 +33,8 @@ eval_n = 256  # samples per held-out problem in the final evaluation
 eval_problems = 100
 alphas = "0.3,1.0,3.0"  # DS-GRPO sweep (one seed): gamma_p ...
 betas = "0.03,0.1,0.3"  # ... x gamma_n; empty = no sweep
+sweep_steps = 100  # RL steps of the sweep runs (shorter than the comparison: CPU budget)
+sweep_eval_n = 64  # samples per problem in the sweep's evaluation (it reports pass@1 and pass@64)
 jobs = 2  # train.py processes at once
 threads = 1  # torch threads per process (OMP_NUM_THREADS)
 warmstart_steps = 1500
@@ -41,7 +43,7 @@ quick = False  # smoke test: 3 steps, 1 seed, n=8 on 8 problems, a 1x2 sweep
 configure(globals(), sys.argv[1:])
 if quick:
     seeds, max_steps, eval_n, eval_problems, warmstart_steps = 1, 3, 8, 8, 30
-    alphas, betas = "1.0", "0.1,0.3"
+    alphas, betas, sweep_steps, sweep_eval_n = "1.0", "0.1,0.3", 3, 8
 # -----------------------------------------------------------------------------
 METHODS = methods.split(",")
 ALPHAS = [float(a) for a in alphas.split(",")] if alphas and betas else []
@@ -58,8 +60,9 @@ def runs():
     todo = [(f"{m}_s{s}", [f"--algo={m}", f"--seed={s}"]) for m in METHODS for s in range(1, seeds + 1)]
     for a in ALPHAS:
         for b in BETAS:
-            if (a, b) != (1.0, 0.1) or "ds-grpo" not in METHODS:  # else: the main ds-grpo_s1 run
-                todo.append((f"ds-grpo_a{a}_b{b}", ["--algo=ds-grpo", "--seed=1", f"--alpha={a}", f"--beta={b}"]))
+            todo.append((f"ds-grpo_a{a}_b{b}", ["--algo=ds-grpo", "--seed=1", f"--alpha={a}", f"--beta={b}",
+                                                f"--max_steps={sweep_steps}", f"--final_eval_n={sweep_eval_n}",
+                                                f"--eval_interval={sweep_steps}", f"--ckpt_interval={sweep_steps}"]))
     return todo
 
 
@@ -147,11 +150,8 @@ def summarise():
     sweep = {}
     for a in ALPHAS:
         for b in BETAS:
-            name = f"ds-grpo_a{a}_b{b}"
-            if not os.path.exists(os.path.join(out_dir, name)):
-                name = "ds-grpo_s1"  # the (1.0, 0.1) cell is the main run's seed 1
-            c = load_run(name)["pass@k"]
-            sweep[f"{a},{b}"] = {"pass@1": c[0], f"pass@{min(64, n)}": c[min(64, n) - 1]}
+            c = load_run(f"ds-grpo_a{a}_b{b}")["pass@k"]
+            sweep[f"{a},{b}"] = {"pass@1": c[0], f"pass@{min(64, len(c))}": c[min(64, len(c)) - 1]}
     return rows, summary, ks, ref, targets, sweep
 
 
@@ -225,13 +225,13 @@ if __name__ == "__main__":
     md = table(summary, ks, ref, targets)
     if sweep:
         keys = list(next(iter(sweep.values())))
-        md += f"\n\n| DS-GRPO alpha, beta (seed 1) | {keys[0]} | {keys[1]} |\n|---|---|---|\n" + "\n".join(
+        md += f"\n\n| DS-GRPO alpha, beta (seed 1, {sweep_steps} steps, n={sweep_eval_n}) | {keys[0]} | {keys[1]} |\n|---|---|---|\n" + "\n".join(
             f"| {k} | {v[keys[0]]:.3f} | {v[keys[1]]:.3f} |" for k, v in sweep.items())
     with open(os.path.join(out_dir, "results.md"), "w") as f:
         f.write(md + "\n")
     with open(os.path.join(out_dir, "results.json"), "w") as f:
-        json.dump({"config": {k: globals()[k] for k in ("methods", "seeds", "max_steps", "eval_n", "eval_problems",
-                                                         "alphas", "betas", "train_args", "quick")},
+        json.dump({"config": {k: globals()[k] for k in ("methods", "seeds", "max_steps", "eval_n", "eval_problems", "alphas",
+                                                         "betas", "sweep_steps", "sweep_eval_n", "train_args", "quick")},
                    "train_args": common, "wall_time_s": wall, "summary": summary, "sweep": sweep,
                    "runs": {m: [r["pass@k"] for r in rs] for m, rs in rows.items()}}, f)
     plots(rows, summary, sweep)

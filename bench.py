@@ -1,0 +1,178 @@
+"""
+Benchmarks, nanoGPT style: a model of a given shape with random weights (nothing is downloaded), and
+in one run
+  1. rollout: our decode loop (rollout.generate) against plain HF `generate` (default dynamic cache,
+     attention mask, default top-k 50), same prompts: ms per decode step, tokens/s, the ratio;
+  2. training: response log-probs + loss + backward over the rollout batch: tokens/s and MFU;
+  3. one full GRPO step: rollout + reward + old log-probs + loss + backward + AdamW step, in seconds;
+  4. peak GPU memory, and the one-time warm-up / compile cost, reported separately.
+
+  python bench.py                                   # tiny shape, CPU ok
+  python bench.py --shape=qwen2.5-0.5b              # on a GPU: 32 prompts x G=8, 128 + 256 tokens, bf16
+
+Rewards are random (p = 0.3): random weights write no Countdown answers, and scoring costs
+milliseconds (train.py logs time_reward). MFU counts model FLOPs, 6N + 12 L d T per trained token
+(nanoGPT / PaLM), not the recomputation of activation checkpointing.
+"""
+import json
+import sys
+import time
+
+import torch
+from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+import loss as L
+from configurator import configure
+from model import char_tokenizer, response_logprobs, tiny_model
+from rollout import generate, response_mask_from
+
+# ----------------------------------------------------------------------------- config
+shape = "tiny"  # 'tiny', 'qwen2.5-0.5b', 'qwen2.5-1.5b'
+prompts = 32  # B prompts per step ...
+group_size = 8  # ... x G responses each
+prompt_len = 0  # tokens per prompt; 0 = the shape's default (tiny 24, qwen 128)
+new_tokens = 0  # tokens generated per response; 0 = the shape's default (tiny 32, qwen 256)
+micro_batch_size = 16  # responses per forward/backward in training
+gradient_checkpointing = True  # for the qwen shapes (the tiny model does not need it)
+compile = torch.cuda.is_available()  # compiled decode step (CUDA graphs); off on CPU: the compile is slow there
+baseline = True  # also time plain HF generate (slow: one call at the qwen shapes is ~20 s on an H100)
+iters = 3  # timed repetitions, after one warm-up
+out = "bench.json"
+device = "cuda" if torch.cuda.is_available() else "cpu"
+configure(globals(), sys.argv[1:])
+# -----------------------------------------------------------------------------
+SHAPES = {  # (hidden, intermediate, layers, heads, kv heads) of the Qwen2.5 configs on the hub
+    "qwen2.5-0.5b": (896, 4864, 24, 14, 2),
+    "qwen2.5-1.5b": (1536, 8960, 28, 12, 2),
+}
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 tensor-core peak
+if shape != "tiny" and shape not in SHAPES:
+    raise SystemExit(f"shape must be 'tiny' or one of {list(SHAPES)}, got {shape!r}")
+torch.manual_seed(0)
+cuda = device.startswith("cuda")
+ctx = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
+if shape == "tiny":
+    model = tiny_model(char_tokenizer())
+    prompt_len, new_tokens = prompt_len or 24, new_tokens or 32
+else:
+    d, ff, n_layer, n_head, n_kv = SHAPES[shape]
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=151936, hidden_size=d, intermediate_size=ff,
+                                         num_hidden_layers=n_layer, num_attention_heads=n_head,
+                                         num_key_value_heads=n_kv, tie_word_embeddings=True,
+                                         max_position_embeddings=32768, rope_theta=1e6))
+    prompt_len, new_tokens = prompt_len or 128, new_tokens or 256
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+model.to(device)  # float32 master weights, bf16 autocast: as train.py
+cfg = model.config
+V, N = cfg.vocab_size, prompts * group_size
+n_params = sum(p.numel() for p in model.parameters())
+EOS = [V]  # an id that is never sampled: every response runs to new_tokens, as the issue's figures do
+PAD = 0
+# left-padded prompts of varied length, as real batches are (the attention mask matters for speed)
+lengths = torch.randint(prompt_len // 2, prompt_len + 1, (prompts,))
+prompt_ids = torch.randint(1, V, (prompts, prompt_len), device=device)
+prompt_mask = (torch.arange(prompt_len) >= prompt_len - lengths[:, None]).long().to(device)
+prompt_ids = prompt_ids.masked_fill(prompt_mask == 0, PAD)
+
+
+def sync():
+    if cuda:
+        torch.cuda.synchronize()
+
+
+def timed(fn):
+    """(seconds of the first call, mean seconds of `iters` further calls)."""
+    sync()
+    t0 = time.time()
+    fn()
+    sync()
+    first = time.time() - t0
+    t0 = time.time()
+    for _ in range(iters):
+        fn()
+    sync()
+    return first, (time.time() - t0) / iters
+
+
+def ours():
+    with ctx:
+        return generate(model, prompt_ids, prompt_mask, group_size, new_tokens, 1.0, EOS, PAD, compile)
+
+
+def hf():
+    gen = GenerationConfig(do_sample=True, temperature=1.0, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                           num_return_sequences=group_size, pad_token_id=PAD, eos_token_id=None)
+    with ctx:
+        return model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=gen)
+
+
+def grpo_step(optimizer=None):
+    """What train.py does each step (rollout, reward, advantages, loss, backward, optimizer) at this shape.
+    Without an optimizer: the training part alone (log-probs + loss + backward) on a fixed batch."""
+    if optimizer is not None:
+        model.eval()
+        response = ours()  # (N, T)
+    else:
+        response = fixed_response
+    mask, _ = response_mask_from(response, EOS)
+    ids = torch.cat([prompt_ids.repeat_interleave(group_size, 0), response], 1)
+    att = torch.cat([prompt_mask.repeat_interleave(group_size, 0), mask], 1)
+    with torch.no_grad(), ctx:
+        old_logp, _ = response_logprobs(model, ids, att, prompt_len, 1.0, micro_batch_size)
+    rewards = (torch.rand(N, device=device) < 0.3).float()  # stand-in for tasks.reward on the texts
+    adv = L.advantages("ds-grpo", rewards, rewards, old_logp, mask.float(), group_size, 1.0, 0.1)
+    denom = L.normaliser(mask.float(), "token-mean")
+    model.train()
+    for idx in torch.arange(N, device=device).split(micro_batch_size):
+        with ctx:
+            logp, _ = response_logprobs(model, ids[idx], att[idx], prompt_len, 1.0)
+            loss = L.policy_loss(logp, old_logp[idx], adv[idx], mask[idx].float(), denom)
+        loss.backward()
+    if optimizer is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+    model.zero_grad(set_to_none=True)
+
+
+# ----------------------------------------------------------------------------- run
+name = torch.cuda.get_device_name() if cuda else f"CPU ({torch.get_num_threads()} threads)"
+print(f"{shape}: {n_params / 1e6:.1f}M params on {name}; {prompts} prompts x G={group_size}, "
+      f"{prompt_len} prompt + {new_tokens} new tokens")
+res = {"shape": shape, "device": name, "params": n_params, "prompts": prompts, "group_size": group_size,
+       "prompt_len": prompt_len, "new_tokens": new_tokens, "compile": compile, "torch": torch.__version__}
+model.eval()
+with torch.no_grad():
+    warm, t = timed(ours)
+    res.update(ours_warmup_s=warm, ours_s=t, ours_ms_per_step=1e3 * t / new_tokens, ours_tok_s=N * new_tokens / t)
+    if baseline:
+        warm, t = timed(hf)
+        res.update(hf_warmup_s=warm, hf_s=t, hf_ms_per_step=1e3 * t / new_tokens, hf_tok_s=N * new_tokens / t,
+                   rollout_speedup=t / res["ours_s"])
+    fixed_response = ours()
+train_tokens = N * (prompt_len + new_tokens)
+_, t = timed(grpo_step)
+flops_per_token = 6 * n_params + 12 * cfg.num_hidden_layers * cfg.hidden_size * (prompt_len + new_tokens)
+peak = next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+res.update(train_s=t, train_tok_s=train_tokens / t, mfu=flops_per_token * train_tokens / t / peak if peak else None)
+optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
+warm, t = timed(lambda: grpo_step(optimizer))
+res.update(grpo_step_warmup_s=warm, grpo_step_s=t)
+if cuda:
+    res["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2 ** 30
+
+rows = [("rollout, ours: ms / decode step", res["ours_ms_per_step"]), ("rollout, ours: tokens/s", res["ours_tok_s"])]
+if baseline:
+    rows += [("rollout, HF generate: ms / decode step", res["hf_ms_per_step"]),
+             ("rollout, HF generate: tokens/s", res["hf_tok_s"]), ("rollout speed-up (HF time / ours)", res["rollout_speedup"])]
+rows += [("train log-probs+loss+backward: tokens/s", res["train_tok_s"]),
+         ("train MFU", res["mfu"] if res["mfu"] is not None else "n/a (no GPU peak known)"),
+         ("full GRPO step: s", res["grpo_step_s"]), ("one-time warm-up, ours rollout (incl. compile): s", res["ours_warmup_s"]),
+         ("one-time warm-up, full step: s", res["grpo_step_warmup_s"])]
+if cuda:
+    rows.append(("peak GPU memory: GiB", res["peak_memory_gib"]))
+for label, v in rows:
+    print(f"{label:<52} {v:>12.4g}" if isinstance(v, float) else f"{label:<52} {v:>12}")
+with open(out, "w") as f:
+    json.dump(res, f, indent=2)
+print(f"wrote {out}")
