@@ -15,6 +15,7 @@ milliseconds (train.py logs time_reward). MFU counts model FLOPs, 6N + 12 L d T 
 (nanoGPT / PaLM), not the recomputation of activation checkpointing.
 """
 import json
+import os
 import sys
 import time
 
@@ -37,7 +38,7 @@ gradient_checkpointing = True  # for the qwen shapes (the tiny model does not ne
 compile = torch.cuda.is_available()  # compiled decode step (CUDA graphs); off on CPU: the compile is slow there
 baseline = True  # also time plain HF generate (slow: one call at the qwen shapes is ~20 s on an H100)
 iters = 3  # timed repetitions, after one warm-up
-out = "bench.json"
+out = "out/bench.json"
 device = "cuda" if torch.cuda.is_available() else "cpu"
 configure(globals(), sys.argv[1:])
 # -----------------------------------------------------------------------------
@@ -173,6 +174,7 @@ if cuda:
     rows.append(("peak GPU memory: GiB", res["peak_memory_gib"]))
 for label, v in rows:
     print(f"{label:<52} {v:>12.4g}" if isinstance(v, float) else f"{label:<52} {v:>12}")
+os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
 with open(out, "w") as f:
     json.dump(res, f, indent=2)
 print(f"wrote {out}")
