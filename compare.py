@@ -11,7 +11,8 @@ samples, and sweep DS-GRPO's alpha x beta. Writes results.json, results.md (the 
 Every run is a plain `python train.py --key=value ...` subprocess with its own out_dir, so a run can be
 re-run or inspected alone; finished runs (final_eval.json present) are skipped, so a killed comparison
 resumes where it stopped. What was simplified: one warm start (the RL seeds vary, the warm start does
-not); the sweep uses one seed, fewer steps and fewer samples; pass@k uses the unbiased estimator on n samples per problem.
+not); the sweep uses one seed, fewer steps and fewer samples; pass@k uses the unbiased estimator on n
+samples per problem.
 """
 import json
 import math
@@ -102,7 +103,8 @@ def run_all():
             if p.returncode != 0:
                 failed.append(name)
     if failed:
-        raise SystemExit(f"runs failed: {failed}; see {out_dir}/<run>/train.log (finished runs are kept: re-run to resume)")
+        raise SystemExit(f"runs failed: {failed}; see {out_dir}/<run>/train.log "
+                         f"(finished runs are kept: re-run to resume)")
     return time.time() - t0
 
 
@@ -156,11 +158,13 @@ def summarise():
 
 
 def table(summary, ks, ref, targets):
-    cols = ["method", *(f"pass@{k}" for k in ks), "entropy", "distinct correct", *(f"k′ to {ref} pass@{k}" for k in targets)]
+    cols = ["method", *(f"pass@{k}" for k in ks), "entropy", "distinct correct",
+            *(f"k′ to {ref} pass@{k}" for k in targets)]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for m, s in summary.items():
         cells = [f"{s['pass@k_mean'][k - 1]:.3f} ± {s['pass@k_std'][k - 1]:.3f}" for k in ks]
-        cells += [f"{s['entropy'][0]:.3f} ± {s['entropy'][1]:.3f}", f"{s['distinct'][0]:.2f} ± {s['distinct'][1]:.2f}"]
+        cells += [f"{s['entropy'][0]:.3f} ± {s['entropy'][1]:.3f}",
+                  f"{s['distinct'][0]:.2f} ± {s['distinct'][1]:.2f}"]
         cells += [str(s["k_prime"][k]) if s["k_prime"][k] else f">{len(s['pass@k_mean'])}" for k in targets]
         lines.append(f"| {m} (×{s['seeds']}) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -178,8 +182,8 @@ def plots(rows, summary, sweep):
         line, = ax.plot(k, s["pass@k_mean"], label=m, lw=2 if m in ("grpo", "ds-grpo") else 1.2,
                         ls="--" if m == "warm start" else "-", color="k" if m == "warm start" else None)
         ax.fill_between(k, lo, hi, color=line.get_color(), alpha=0.15)
-    ax.set(xscale="log", xlabel="k (samples per problem)", ylabel="pass@k", title="Countdown, held-out problems (mean ± std over seeds)")
     ax.set_xscale("log", base=2)
+    ax.set(xlabel="k (samples per problem)", ylabel="pass@k", title="Countdown, held-out problems (mean ± std over seeds)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -192,7 +196,7 @@ def plots(rows, summary, sweep):
         for ax, key in zip(axes, ("accuracy_curve", "entropy_curve")):
             curve = [sum(v) / len(v) for v in zip(*[r[key] for r in rs])]  # mean over seeds
             w = max(1, len(curve) // 15)  # running mean: a step is 32 prompts, noisy
-            smooth = [sum(curve[max(0, i - w + 1):i + 1]) / len(curve[max(0, i - w + 1):i + 1]) for i in range(len(curve))]
+            smooth = [sum(curve[max(0, i - w + 1):i + 1]) / min(i + 1, w) for i in range(len(curve))]
             ax.plot(range(1, len(curve) + 1), smooth, label=m, lw=2 if m in ("grpo", "ds-grpo") else 1.2)
     axes[0].set(xlabel="RL step", ylabel="rollout accuracy", title="training accuracy (running mean)")
     axes[1].set(xlabel="RL step", ylabel="mean token entropy", title="rollout entropy")
@@ -212,7 +216,8 @@ def plots(rows, summary, sweep):
                 for j, v in enumerate(row):
                     ax.text(j, i, f"{v:.3f}", ha="center", va="center", color="w", fontsize=9)
             ax.set(xticks=range(len(BETAS)), xticklabels=BETAS, yticks=range(len(ALPHAS)), yticklabels=ALPHAS,
-                   xlabel="beta (γ_n, penalty on incorrect)", ylabel="alpha (γ_p, bonus on correct)", title=f"DS-GRPO {key}")
+                   xlabel="beta (γ_n, penalty on incorrect)", ylabel="alpha (γ_p, bonus on correct)",
+                   title=f"DS-GRPO {key}")
             fig.colorbar(im, ax=ax, shrink=0.8)
         fig.tight_layout()
         fig.savefig(os.path.join(out_dir, "sweep.png"), dpi=120)
@@ -225,7 +230,8 @@ if __name__ == "__main__":
     md = table(summary, ks, ref, targets)
     if sweep:
         keys = list(next(iter(sweep.values())))
-        md += f"\n\n| DS-GRPO alpha, beta (seed 1, {sweep_steps} steps, n={sweep_eval_n}) | {keys[0]} | {keys[1]} |\n|---|---|---|\n" + "\n".join(
+        md += (f"\n\n| DS-GRPO alpha, beta (seed 1, {sweep_steps} steps, n={sweep_eval_n}) | {keys[0]} | {keys[1]} |"
+               "\n|---|---|---|\n") + "\n".join(
             f"| {k} | {v[keys[0]]:.3f} | {v[keys[1]]:.3f} |" for k, v in sweep.items())
     with open(os.path.join(out_dir, "results.md"), "w") as f:
         f.write(md + "\n")

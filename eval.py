@@ -63,11 +63,12 @@ def summarize(n, temperature, correct, distinct, entropy_sum, tokens):
     """The result dict from per-problem counts: correct[i] of the n samples of problem i were right,
     distinct[i] distinct correct answers. Shards of a data-parallel evaluation merge by concatenating
     their counts and adding entropy_sum and tokens (merge_results)."""
+    m = max(len(correct), 1)  # a data-parallel shard may hold no problem
     return {
         "n": n, "temperature": temperature, "problems": len(correct),
-        "pass@k": {k: sum(pass_at_k(n, c, k) for c in correct) / len(correct) for k in ks_for(n)},
-        "accuracy": sum(correct) / (n * len(correct)),
-        "distinct_correct": sum(distinct) / len(correct),
+        "pass@k": {k: sum(pass_at_k(n, c, k) for c in correct) / m for k in ks_for(n)},
+        "accuracy": sum(correct) / (n * m),
+        "distinct_correct": sum(distinct) / m,
         "entropy": entropy_sum / max(tokens, 1),
         "correct": correct, "distinct": distinct, "entropy_sum": entropy_sum, "tokens": tokens,
     }
