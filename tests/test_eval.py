@@ -55,3 +55,15 @@ def test_ks_for():
     for n in range(1, 70):
         ks = ks_for(n)
         assert ks[-1] == n and ks == sorted(set(ks)) and all(k <= n for k in ks)
+
+
+def test_merging_shards_equals_one_evaluation():
+    # data-parallel evaluation: per-problem counts of disjoint shards merge into the full result
+    from eval import merge_results, summarize
+    full = summarize(8, 1.0, [0, 3, 8, 1, 5], [0, 2, 1, 1, 3], 12.0, 30)
+    shards = [summarize(8, 1.0, [0, 8, 5], [0, 1, 3], 7.0, 18), summarize(8, 1.0, [3, 1], [2, 1], 5.0, 12),
+              summarize(8, 1.0, [], [], 0.0, 0)]  # a rank with no problem
+    merged = merge_results(shards)
+    for key in ("pass@k", "accuracy", "distinct_correct", "entropy", "problems"):
+        assert merged[key] == pytest.approx(full[key])
+    assert full["pass@k"][1] == pytest.approx((0 + 3 + 8 + 1 + 5) / 40)  # pass@1 = mean accuracy
