@@ -34,7 +34,7 @@ eval_n = 256  # samples per held-out problem in the final evaluation
 eval_problems = 100
 alphas = "0.3,1.0,3.0"  # DS-GRPO sweep (one seed): gamma_p ...
 betas = "0.03,0.1,0.3"  # ... x gamma_n; empty = no sweep
-sweep_steps = 100  # RL steps of the sweep runs (shorter than the comparison: CPU budget)
+sweep_steps = 75  # RL steps of the sweep runs (half the comparison's: CPU budget)
 sweep_eval_n = 64  # samples per problem in the sweep's evaluation (it reports pass@1 and pass@64)
 jobs = 2  # train.py processes at once
 threads = 1  # torch threads per process (OMP_NUM_THREADS)
