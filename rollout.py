@@ -49,6 +49,34 @@ def end_of_response_ids(model, tokenizer):
     return sorted({i for i in (tokenizer.eos_token_id, *ids) if i is not None})
 
 
+def _decode_step(base, tok, mask, pos, cache):  # one new token per row -> last hidden (N, D)
+    return base(input_ids=tok, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                use_cache=True).last_hidden_state[:, -1]
+
+
+_compiled = None
+
+
+def _compiled_decode_step():  # compiled once per process; dynamo recompiles per new shape by itself
+    global _compiled
+    if _compiled is None:
+        _compiled = torch.compile(_decode_step, mode="reduce-overhead", dynamic=False)
+    return _compiled
+
+
+def _static_cache(model, N, length):
+    """One StaticCache per model, reused while (rows, length, dtype) stay the same: the compiled step
+    and its CUDA graphs are tied to the cache buffers' addresses, and a new cache each call would
+    re-record them every rollout (HF generate keeps its cache across calls for the same reason)."""
+    key = (N, length, model.dtype, model.device)
+    cache = getattr(model, "_rollout_cache", None)
+    if cache is None or cache[0] != key:
+        cache = (key, StaticCache(config=model.config, max_cache_len=length))
+        model._rollout_cache = cache
+    cache[1].reset()  # zero keys/values and the write position; the buffers keep their addresses
+    return cache[1]
+
+
 @torch.no_grad()
 def generate(model, input_ids, attention_mask, G, max_new_tokens, temperature, eos_ids, pad_id, compile=False):
     """input_ids, attention_mask (B, P): left-padded prompts. Returns (B*G, T) sampled ids, T <=
@@ -69,23 +97,18 @@ def generate(model, input_ids, attention_mask, G, max_new_tokens, temperature, e
 
     # prefill: each prompt once, then its keys/values copied to its G rows
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, P), as HF does for left padding
-    cache = DynamicCache(config=model.config)
+    prefill = DynamicCache(config=model.config)
     hidden = base(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                  past_key_values=cache, use_cache=True).last_hidden_state[:, -1]  # (B, D)
+                  past_key_values=prefill, use_cache=True).last_hidden_state[:, -1]  # (B, D)
     hidden = hidden.repeat_interleave(G, 0)  # (N, D)
-    static_cache = StaticCache(config=model.config, max_cache_len=P + max_new_tokens)
-    for i, layer in enumerate(cache.layers):  # the same keys/values in fixed (N, heads, P + T, d) buffers
-        static_cache.update(layer.keys.repeat_interleave(G, 0), layer.values.repeat_interleave(G, 0), i)
-    cache = static_cache
+    cache = _static_cache(model, N, P + max_new_tokens)
+    for i, layer in enumerate(prefill.layers):  # the same keys/values in fixed (N, heads, P + T, d) buffers
+        cache.update(layer.keys.repeat_interleave(G, 0), layer.values.repeat_interleave(G, 0), i)
     # the full-length mask exists from the start (fixed shapes for compile): prompt, then 0 until written
     mask = torch.cat([attention_mask.repeat_interleave(G, 0),
                       attention_mask.new_zeros(N, max_new_tokens)], 1)  # (N, P + max_new_tokens)
     pos = position_ids[:, -1:].repeat_interleave(G, 0)  # (N, 1) position of the last token
-
-    def decode_step(tok, mask, pos):  # one new token per row -> last hidden (N, D)
-        return base(input_ids=tok, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                    use_cache=True).last_hidden_state[:, -1]
-    step_fn = torch.compile(decode_step, mode="reduce-overhead", dynamic=False) if compile else decode_step
+    step_fn = _compiled_decode_step() if compile else _decode_step
 
     out = torch.full((N, max_new_tokens), pad_id, dtype=torch.long, device=device)
     done = torch.zeros(N, dtype=torch.bool, device=device)
@@ -97,7 +120,9 @@ def generate(model, input_ids, attention_mask, G, max_new_tokens, temperature, e
             return out[:, :t + 1]
         mask[:, P + t] = 1
         pos = pos + 1
-        hidden = step_fn(tok[:, None], mask, pos)  # the mask covers the whole static cache
+        if compile:  # the previous step's output (CUDA graph memory) is dead: it was used by next_token
+            torch.compiler.cudagraph_mark_step_begin()
+        hidden = step_fn(base, tok[:, None], mask, pos, cache)  # the mask covers the whole static cache
     return out
 
 

@@ -108,3 +108,19 @@ def test_compiled_decode_step_gives_the_same_tokens(tok):
     enc = tok(PROMPTS, return_tensors="pt", padding=True, padding_side="left")
     args = (enc.input_ids, enc.attention_mask, 3, 10, 0, [tok.eos_token_id], tok.pad_token_id)
     assert torch.equal(generate(m, *args), generate(m, *args, compile=True))
+
+
+def test_the_static_cache_is_reused_and_reset_between_calls(tok):
+    # the cache's buffers keep their addresses across rollouts (CUDA graphs replay instead of
+    # re-recording); what a previous call wrote must not leak into the next one
+    m = models(tok, 0.1)["qwen2-gqa"]
+    other = tok(PROMPTS[::-1], return_tensors="pt", padding=True, padding_side="left")
+    enc = tok(PROMPTS, return_tensors="pt", padding=True, padding_side="left")
+    assert other.input_ids.shape == enc.input_ids.shape  # same shapes: the same cache is reused
+    args = (3, 10, 0, [tok.eos_token_id], tok.pad_token_id)
+    generate(m, other.input_ids, other.attention_mask, *args)
+    cache = m._rollout_cache[1]
+    reused = generate(m, enc.input_ids, enc.attention_mask, *args)
+    assert m._rollout_cache[1] is cache
+    del m._rollout_cache  # a fresh cache
+    assert torch.equal(reused, generate(m, enc.input_ids, enc.attention_mask, *args))
