@@ -4,7 +4,7 @@ the entropy bonus / penalty, 20-Entropy, STAPO and ICT for the same steps and ro
 seeds each, evaluate every final model (and the warm start) on the same held-out problems with n
 samples, and sweep DS-GRPO's alpha x beta. Writes results.json, results.md (the tables) and PNGs.
 
-  python compare.py                   # the full run (README "Results"): about 1 h on 2 CPU cores
+  python compare.py                   # the full run (README "Results"): about 2 h on 2 CPU cores
   python compare.py --quick           # smoke test: tiny everything, a minute or two
   python compare.py --jobs=1 --threads=16 --out_dir=out/compare_gpu   # on a GPU box
 
@@ -112,12 +112,14 @@ def run_all():
 def load_run(name):
     with open(os.path.join(out_dir, name, "final_eval.json")) as f:
         res = json.load(f)
-    steps = []
     with open(os.path.join(out_dir, name, "metrics.jsonl")) as f:
-        steps = [r for r in map(json.loads, f) if "step" in r]
+        records = [json.loads(line) for line in f]
+    steps = [r for r in records if "step" in r]
+    seconds = sum(r["time_rollout"] + r["time_reward"] + r["time_train"] for r in steps) + sum(
+        r["eval_time"] for r in records if "eval_step" in r)  # the run's own time, whatever else ran
     n = res["n"]
     curve = [sum(pass_at_k(n, c, k) for c in res["correct"]) / len(res["correct"]) for k in range(1, n + 1)]
-    return {"pass@k": curve, "entropy": res["entropy"], "distinct": res["distinct_correct"],
+    return {"pass@k": curve, "entropy": res["entropy"], "distinct": res["distinct_correct"], "seconds": seconds,
             "accuracy_curve": [r["accuracy"] for r in steps], "entropy_curve": [r["entropy"] for r in steps]}
 
 
@@ -154,7 +156,9 @@ def summarise():
         for b in BETAS:
             c = load_run(f"ds-grpo_a{a}_b{b}")["pass@k"]
             sweep[f"{a},{b}"] = {"pass@1": c[0], f"pass@{min(64, len(c))}": c[min(64, len(c)) - 1]}
-    return rows, summary, ks, ref, targets, sweep
+    seconds = sum(r["seconds"] for rs in rows.values() for r in rs) + sum(
+        load_run(f"ds-grpo_a{a}_b{b}")["seconds"] for a in ALPHAS for b in BETAS)
+    return rows, summary, ks, ref, targets, sweep, seconds
 
 
 def table(summary, ks, ref, targets):
@@ -226,7 +230,7 @@ def plots(rows, summary, sweep):
 
 if __name__ == "__main__":
     wall = run_all()
-    rows, summary, ks, ref, targets, sweep = summarise()
+    rows, summary, ks, ref, targets, sweep, seconds = summarise()
     md = table(summary, ks, ref, targets)
     if sweep:
         keys = list(next(iter(sweep.values())))
@@ -238,9 +242,12 @@ if __name__ == "__main__":
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump({"config": {k: globals()[k] for k in ("methods", "seeds", "max_steps", "eval_n", "eval_problems", "alphas",
                                                          "betas", "sweep_steps", "sweep_eval_n", "train_args", "quick")},
-                   "train_args": common, "wall_time_s": wall, "summary": summary, "sweep": sweep,
+                   "train_args": common, "wall_time_s": wall, "run_seconds_summed": seconds,
+                   "summary": summary, "sweep": sweep,
                    "runs": {m: [r["pass@k"] for r in rs] for m, rs in rows.items()}}, f)
     plots(rows, summary, sweep)
     print(md)
-    print(f"wall time of the runs {wall:.0f}s; wrote {out_dir}/results.json, results.md, passk.png, training.png"
+    print(f"wall time of this invocation {wall:.0f}s (a resumed comparison counts only what it ran); "
+          f"RL steps + evaluations summed over all runs {seconds:.0f}s")
+    print(f"wrote {out_dir}/results.json, results.md, passk.png, training.png"
           + (", sweep.png" if sweep else ""))
