@@ -64,14 +64,28 @@ def _compiled_decode_step():  # compiled once per process; dynamo recompiles per
     return _compiled
 
 
-def _static_cache(model, N, length):
+class _StaticCache(StaticCache):
+    """A StaticCache whose key and value buffers have one given dtype. Under autocast with float32
+    weights an HF model hands its cache float32 keys (the rotary embedding multiplies by float32
+    cos/sin) but bfloat16 values, and StaticCache, which sizes both buffers by the keys, would refuse
+    the values. Attention casts both to the autocast dtype anyway, so storing them in it loses nothing."""
+    def __init__(self, kv_dtype, **kwargs):
+        super().__init__(**kwargs)
+        self.kv_dtype = kv_dtype
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        return super().update(key_states.to(self.kv_dtype), value_states.to(self.kv_dtype), layer_idx,
+                              *args, **kwargs)
+
+
+def _static_cache(model, N, length, kv_dtype):
     """One StaticCache per model, reused while (rows, length, dtype) stay the same: the compiled step
     and its CUDA graphs are tied to the cache buffers' addresses, and a new cache each call would
     re-record them every rollout (HF generate keeps its cache across calls for the same reason)."""
-    key = (N, length, model.dtype, model.device)
+    key = (N, length, kv_dtype, model.device)
     cache = getattr(model, "_rollout_cache", None)
     if cache is None or cache[0] != key:
-        cache = (key, StaticCache(config=model.config, max_cache_len=length))
+        cache = (key, _StaticCache(kv_dtype, config=model.config, max_cache_len=length))
         model._rollout_cache = cache
     cache[1].reset()  # zero keys/values and the write position; the buffers keep their addresses
     return cache[1]
@@ -101,7 +115,9 @@ def generate(model, input_ids, attention_mask, G, max_new_tokens, temperature, e
     hidden = base(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                   past_key_values=prefill, use_cache=True).last_hidden_state[:, -1]  # (B, D)
     hidden = hidden.repeat_interleave(G, 0)  # (N, D)
-    cache = _static_cache(model, N, P + max_new_tokens)
+    autocast = torch.is_autocast_enabled(device.type)  # the dtype attention computes in: the cache's
+    kv_dtype = torch.get_autocast_dtype(device.type) if autocast else prefill.layers[0].keys.dtype
+    cache = _static_cache(model, N, P + max_new_tokens, kv_dtype)
     for i, layer in enumerate(prefill.layers):  # the same keys/values in fixed (N, heads, P + T, d) buffers
         cache.update(layer.keys.repeat_interleave(G, 0), layer.values.repeat_interleave(G, 0), i)
     # the full-length mask exists from the start (fixed shapes for compile): prompt, then 0 until written

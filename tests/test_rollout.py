@@ -124,3 +124,33 @@ def test_the_static_cache_is_reused_and_reset_between_calls(tok):
     assert m._rollout_cache[1] is cache
     del m._rollout_cache  # a fresh cache
     assert torch.equal(reused, generate(m, enc.input_ids, enc.attention_mask, *args))
+
+
+@pytest.mark.parametrize("name", ["llama", "qwen2-gqa"])
+@pytest.mark.parametrize("do_sample", [False, True])
+def test_generate_under_autocast_matches_hf_generate(tok, name, do_sample):
+    # train.py rolls out under bf16 autocast on a GPU (float32 weights): keys come out float32 and
+    # values bfloat16, which a plain StaticCache refuses; the same tokens as HF generate under autocast
+    m = models(tok, 3.0 if do_sample else 0.1)[name]
+    enc = tok(PROMPTS, return_tensors="pt", padding=True, padding_side="left")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.manual_seed(7)
+        ref = hf_generate(m, tok, enc, 4, 12, do_sample)
+        torch.manual_seed(7)
+        ours = generate(m, enc.input_ids, enc.attention_mask, 4, 12, 1.0 if do_sample else 0,
+                        end_of_response_ids(m, tok), tok.pad_token_id)
+    assert m._rollout_cache[1].layers[0].keys.dtype == torch.bfloat16
+    assert same_tokens(ours, ref, tok.pad_token_id)
+
+
+def test_a_new_cache_when_the_autocast_dtype_changes(tok):
+    # the cache is keyed by its dtype: a bfloat16 cache from an autocast rollout is not reused
+    # (index_copy_ would refuse float32 states) by a float32 one, and vice versa
+    m = models(tok, 0.1)["llama"]
+    enc = tok(PROMPTS, return_tensors="pt", padding=True, padding_side="left")
+    args = (enc.input_ids, enc.attention_mask, 2, 6, 0, [tok.eos_token_id], tok.pad_token_id)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        generate(m, *args)
+    assert m._rollout_cache[1].layers[0].keys.dtype == torch.bfloat16
+    generate(m, *args)  # float32 states: index_copy_ into the bfloat16 buffers would raise
+    assert m._rollout_cache[1].layers[0].keys.dtype == torch.float32

@@ -72,6 +72,16 @@ def test_train_runs_every_other_algo(tmp_path, algo):
     assert os.path.exists(os.path.join(out, "final_eval.json"))
 
 
+def test_train_runs_under_bf16_autocast(tmp_path):
+    # the GPU path (float32 weights, bfloat16 autocast for rollouts, log-probs and loss) on the CPU:
+    # the rollout's KV cache must take the states autocast hands it (float32 keys, bfloat16 values)
+    out = str(tmp_path / "run")
+    run(f"--out_dir={out}", "--dtype=bfloat16", *TINY)
+    steps = [r for r in records(out) if "step" in r]
+    assert [r["step"] for r in steps] == [1, 2] and all(r["loss"] == r["loss"] for r in steps)
+    assert os.path.exists(os.path.join(out, "final_eval.json"))
+
+
 @pytest.mark.parametrize("arg, message", [
     ("--no_such_key=1", "unknown config key 'no_such_key'"),
     ("--max_steps=ten", "max_steps must be int"),
