@@ -7,6 +7,7 @@ from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 from countdown import format_prompt
 from model import char_tokenizer, tiny_model
 from rollout import end_of_response_ids, generate
+from test_model import eos_biased
 
 PROMPTS = [format_prompt([3, 5, 7], 22), format_prompt([10, 2], 5), format_prompt([1, 2, 3, 4], 24)]
 
@@ -16,26 +17,14 @@ def tok():
     return char_tokenizer()
 
 
-def eos_biased(m, tok, bias=3.0):
-    """A bias toward EOS in the LM head, so that a random model ends some responses early (rows
-    finish at different steps, which is where a decode loop can go wrong)."""
-    old = m.get_output_embeddings()
-    head = torch.nn.Linear(old.in_features, old.out_features, bias=True)
-    head.weight = old.weight
-    with torch.no_grad():
-        head.bias.zero_()
-        head.bias[tok.eos_token_id] = bias
-    m.set_output_embeddings(head)
-    return m.eval()
-
-
 def models(tok, bias=3.0):
     torch.manual_seed(0)
     llama = tiny_model(tok, n_layer=2, n_embd=32, n_head=2)
     qwen = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id))
-    return {"llama": eos_biased(llama, tok, bias), "qwen2-gqa": eos_biased(qwen, tok, bias)}
+    # EOS-biased heads: rows finish at different steps, which is where a decode loop can go wrong
+    return {"llama": eos_biased(llama, tok, bias).eval(), "qwen2-gqa": eos_biased(qwen, tok, bias).eval()}
 
 
 def hf_generate(m, tok, enc, G, max_new, do_sample):
