@@ -11,6 +11,7 @@ per-step launch overhead that dominates HF generate for small models. Same distr
 generate (with the same seed, the same tokens): softmax(logits / T), no top-k / top-p / repetition
 penalty.
 """
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -54,14 +55,9 @@ def _decode_step(base, tok, mask, pos, cache):  # one new token per row -> last 
                 use_cache=True).last_hidden_state[:, -1]
 
 
-_compiled = None
-
-
+@functools.cache
 def _compiled_decode_step():  # compiled once per process; dynamo recompiles per new shape by itself
-    global _compiled
-    if _compiled is None:
-        _compiled = torch.compile(_decode_step, mode="reduce-overhead", dynamic=False)
-    return _compiled
+    return torch.compile(_decode_step, mode="reduce-overhead", dynamic=False)
 
 
 class _StaticCache(StaticCache):

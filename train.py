@@ -325,9 +325,9 @@ if ddp:  # the ranks must hold the same parameters: same start, same summed grad
     params = torch.cat([p.detach().flatten() for p in model.parameters()])
     rank0 = params.clone()
     dist.broadcast(rank0, 0)
-    final["ddp_max_param_diff"] = (params - rank0).abs().max()
-    dist.all_reduce(final["ddp_max_param_diff"], op=dist.ReduceOp.MAX)
-    final["ddp_max_param_diff"] = final["ddp_max_param_diff"].item()
+    diff = (params - rank0).abs().max()
+    dist.all_reduce(diff, op=dist.ReduceOp.MAX)
+    final["ddp_max_param_diff"] = diff.item()
     dist.destroy_process_group()
 if master:
     with open(os.path.join(out_dir, "final_eval.json"), "w") as f:
