@@ -13,7 +13,7 @@ the DS-Eq.6 term) and per-token weights (the token-selection methods keep only s
 
 What is simplified, and why:
 - Rollouts are our own short decode loop around the HF forward (rollout.py), not vLLM: fewer moving
-  parts. Data parallelism is torchrun + one gradient all-reduce per optimizer step (each rank owns whole
+  parts. Data parallelism is torchrun + gradient all-reduces once per optimizer step (each rank owns whole
   groups, so advantages are exact); no FSDP, so the model must fit on one GPU.
 - Under torchrun, 20-Entropy's batch quantile and STAPO's tau_h are over each rank's share of the
   batch, not the global batch (everything else, including the loss normaliser, is global).
@@ -276,8 +276,9 @@ for step in bar:
             loss.backward()
             loss_sum += loss.item()
         if ddp:  # sum the ranks' gradients (each rank's loss is its share of the global-batch loss)
-            for work in [dist.all_reduce(p.grad, async_op=True) for p in model.parameters() if p.grad is not None]:
-                work.wait()
+            for p in model.parameters():  # NCCL queues these on the GPU stream without blocking the CPU
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
         if not torch.isfinite(grad_norm):
             raise SystemExit(f"step {step}: the gradient norm is {grad_norm.item()}; nothing from this step was "
@@ -328,6 +329,7 @@ if ddp:  # the ranks must hold the same parameters: same start, same summed grad
     diff = (params - rank0).abs().max()
     dist.all_reduce(diff, op=dist.ReduceOp.MAX)
     final["ddp_max_param_diff"] = diff.item()
+    dist.barrier()  # tear down together: a rank that exits while the other is still in gloo can abort it
     dist.destroy_process_group()
 if master:
     with open(os.path.join(out_dir, "final_eval.json"), "w") as f:
