@@ -1,114 +1,130 @@
 """
-The paper's comparison at small scale, in one command: from one shared warm start, train GRPO, DS-GRPO,
-the entropy bonus / penalty, 20-Entropy, STAPO and ICT for the same steps and rollout budget, several
-seeds each, evaluate every final model (and the warm start) on the same held-out problems with n
-samples, and sweep DS-GRPO's alpha x beta. Writes results.json, results.md (the tables) and PNGs.
+DS-GRPO against GRPO and the entropy heuristics, in one command, with statistics that can tell:
 
-  python compare.py                   # the full run (README "Results"): about 2 h on 2 CPU cores
-  python compare.py --quick           # smoke test: tiny everything, a minute or two
-  python compare.py --jobs=1 --threads=16 --out_dir=out/compare_gpu   # on a GPU box
+  python compare.py           # the README "Results" table: sweep on validation, then methods x seeds on test
+  python compare.py --quick   # smoke test (CI): tiny everything, a couple of minutes
 
-Every run is a plain `python train.py --key=value ...` subprocess with its own out_dir, so a run can be
-re-run or inspected alone; finished runs (final_eval.json present) are skipped, so a killed comparison
-resumes where it stopped. What was simplified: one warm start (the RL seeds vary, the warm start does
-not); the sweep uses one seed, fewer steps and fewer samples; pass@k uses the unbiased estimator on n
-samples per problem.
+1. One warm start, shared by every run; `train.py --max_steps=0` evaluates it on the test problems.
+2. The sweep, one seed, scored on the *validation* split (training problems that are never trained on):
+   DS-GRPO's alpha x beta grid (it includes beta = 0 and alpha = beta) and the entropy bonus's c, with a
+   GRPO run for reference. The setting with the best score = (pass@1 + pass@`sweep_eval_n`) / 2 is
+   fixed for the final runs; the test problems are never looked at to choose it.
+3. The final runs: every method x `seeds` seeds, the same steps and rollouts, evaluated on the same
+   `eval_problems` test problems with n = `eval_n` samples at the training temperature.
+4. Means with 95% bootstrap intervals over problems and seeds, and paired differences (DS - GRPO on the
+   same problems); a method is called better only where the interval of the difference excludes zero.
+   Each DS form is paired with GRPO under the same normalisation (with or without the std division).
+
+Every run is a plain `train.py` subprocess with its own out_dir under `out_dir`: finished runs are skipped,
+runs with a checkpoint resume (--init_from=resume), so a killed comparison continues where it stopped.
+Writes results.json, results.md, passk.png, training.png, sweep.png.
 """
 import json
-import math
 import os
 import shutil
 import subprocess
 import sys
 import time
 
+import numpy as np
+
+import stats
 from configurator import configure
-from eval import pass_at_k
 
 # ----------------------------------------------------------------------------- config
 out_dir = "out/compare"
-methods = "grpo,ds-grpo,entropy-bonus,entropy-penalty,20-entropy,stapo,ict"
-seeds = 3  # RL seeds per method (1, 2, ...): prompt order and sampling
-max_steps = 150  # RL steps of every run (32 prompts x G = 8 each, train.py defaults)
-eval_n = 256  # samples per held-out problem in the final evaluation
-eval_problems = 100
-alphas = "0.3,1.0,3.0"  # DS-GRPO sweep (one seed): gamma_p ...
-betas = "0.03,0.1,0.3"  # ... x gamma_n; empty = no sweep
-sweep_steps = 75  # RL steps of the sweep runs (half the comparison's: CPU budget)
-sweep_eval_n = 64  # samples per problem in the sweep's evaluation (it reports pass@1 and pass@64)
+methods = "grpo,ds-grpo,grpo-nostd,ds-grpo-reward,entropy-bonus,entropy-penalty"  # names: METHOD_ARGS below
+pairs = "ds-grpo:grpo,ds-grpo-reward:grpo-nostd,ds-grpo:entropy-bonus"  # paired differences a - b
+seeds = 5  # RL seeds per method (prompt order and sampling)
+max_steps = 150  # RL steps of every run (train.py defaults: 32 prompts x G = 8 per step)
+eval_n = 256  # samples per test problem
+eval_problems = 500  # test problems
+alphas = "0.3,1.0,3.0"  # sweep: DS-GRPO gamma_p ...
+betas = "0.0,0.3,1.0"  # ... x gamma_n (empty: no sweep, train.py's alpha/beta)
+bonus_coefs = "0.003,0.01,0.03"  # sweep: entropy bonus c (also used for the penalty); empty: train.py's
+sweep_eval_n = 64  # samples per validation problem in the sweep
+sweep_problems = 200  # validation problems (train.py's val_problems)
 jobs = 2  # train.py processes at once
-threads = 1  # torch threads per process (OMP_NUM_THREADS)
+threads = 1  # torch threads per process
 warmstart_steps = 1500
-train_args = ""  # extra --key=value for every train.py run, space-separated
-quick = False  # smoke test: 3 steps, 1 seed, n=8 on 8 problems, a 1x2 sweep
+ckpt_every = 25  # steps between checkpoints of each run (what a killed run resumes from)
+train_args = ""  # extra --key=value for every train.py run, space-separated (e.g. another regime)
+boot = 2000  # bootstrap replicates
+quick = False  # smoke test: 6 steps, 2 seeds, n = 8 on 8 problems, a 1 x 2 sweep
 configure(globals(), sys.argv[1:])
 if quick:
-    seeds, max_steps, eval_n, eval_problems, warmstart_steps = 1, 3, 8, 8, 30
-    alphas, betas, sweep_steps, sweep_eval_n = "1.0", "0.1,0.3", 3, 8
+    seeds, max_steps, eval_n, eval_problems, warmstart_steps, ckpt_every = 2, 6, 8, 8, 30, 2
+    alphas, betas, bonus_coefs, sweep_eval_n, sweep_problems, boot = "1.0", "0.0,0.3", "0.01", 8, 8, 200
 # -----------------------------------------------------------------------------
-METHODS = methods.split(",")
-ALPHAS = [float(a) for a in alphas.split(",")] if alphas and betas else []
-BETAS = [float(b) for b in betas.split(",")] if alphas and betas else []
-base_dir = os.path.join(out_dir, "base")  # the warm start, shared by every run
-warm = os.path.join(base_dir, "warmstart_countdown")
-common = [f"--max_steps={max_steps}", f"--final_eval_n={eval_n}", f"--eval_problems={eval_problems}",
-          "--eval_n=16", f"--eval_interval={max(max_steps // 3, 1)}", f"--ckpt_interval={max_steps}",
-          f"--log_interval={max(max_steps // 5, 1)}", f"--warmstart_steps={warmstart_steps}"] + train_args.split()
+METHOD_ARGS = {  # what each method name runs; any other name is a train.py algo with its defaults
+    "grpo": ["--algo=grpo"],
+    "grpo-nostd": ["--algo=grpo", "--scale_std=False"],
+    "ds-grpo": ["--algo=ds-grpo", "--ds_form=seq"],
+    "ds-grpo-reward": ["--algo=ds-grpo", "--ds_form=reward", "--scale_std=False"],  # the authors' final code
+}
+METHODS, PAIRS = methods.split(","), [p.split(":") for p in pairs.split(",") if p]
+ALPHAS, BETAS = ([float(x) for x in alphas.split(",")], [float(x) for x in betas.split(",")]) if alphas and betas \
+    else ([], [])
+COEFS = [float(x) for x in bonus_coefs.split(",")] if bonus_coefs else []
+KS = [k for k in (1, 16, 64, 256) if k <= eval_n]
+warm = os.path.join(out_dir, "base", "warmstart_countdown")
+common = [f"--max_steps={max_steps}", f"--warmstart_steps={warmstart_steps}", f"--val_problems={sweep_problems}",
+          f"--eval_interval={max_steps}", f"--ckpt_interval={ckpt_every}", f"--log_interval={max(max_steps // 5, 1)}",
+          "--eval_at_start=False", *(["--n_problems=500", "--prompts_per_step=4", "--group_size=4"] if quick else []),
+          *train_args.split()]
+test_eval = [f"--final_eval_n={eval_n}", f"--eval_problems={eval_problems}"]
+val_eval = ["--eval_split=val", f"--final_eval_n={sweep_eval_n}", f"--eval_problems={sweep_problems}", "--seed=1"]
 
 
-def runs():
-    """(name, extra train.py args) of every RL run: the methods x seeds, then the sweep grid."""
-    todo = [(f"{m}_s{s}", [f"--algo={m}", f"--seed={s}"]) for m in METHODS for s in range(1, seeds + 1)]
-    for a in ALPHAS:
-        for b in BETAS:
-            todo.append((f"ds-grpo_a{a}_b{b}", ["--algo=ds-grpo", "--seed=1", f"--alpha={a}", f"--beta={b}",
-                                                f"--max_steps={sweep_steps}", f"--final_eval_n={sweep_eval_n}",
-                                                f"--eval_interval={sweep_steps}", f"--ckpt_interval={sweep_steps}"]))
+def sweep_runs():
+    todo = {"sweep_grpo": ["--algo=grpo", *val_eval]}
+    todo.update({f"sweep_ds_a{a}_b{b}": [*METHOD_ARGS["ds-grpo"], f"--alpha={a}", f"--beta={b}", *val_eval]
+                 for a in ALPHAS for b in BETAS})
+    todo.update({f"sweep_bonus_c{c}": ["--algo=entropy-bonus", f"--entropy_coef={c}", *val_eval] for c in COEFS})
     return todo
 
 
-def launch(name, extra):
-    run_dir = os.path.join(out_dir, name)
-    if not os.path.exists(os.path.join(run_dir, "warmstart_countdown")):
-        shutil.copytree(warm, os.path.join(run_dir, "warmstart_countdown"))
-    cmd = [sys.executable, "train.py", f"--out_dir={run_dir}", *common, *extra]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    log = open(os.path.join(run_dir, "train.log"), "w")
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), cmd
+def final_runs(chosen):
+    todo = {}
+    for m in METHODS:
+        extra = METHOD_ARGS.get(m, [f"--algo={m}"])
+        if m.startswith("ds-grpo") and "alpha" in chosen:
+            extra = extra + [f"--alpha={chosen['alpha']}", f"--beta={chosen['beta']}"]
+        if m.startswith("entropy-") and "entropy_coef" in chosen:
+            extra = extra + [f"--entropy_coef={chosen['entropy_coef']}"]
+        todo.update({f"{m}_s{s}": [*extra, f"--seed={s}", *test_eval] for s in range(1, seeds + 1)})
+    return todo
 
 
-def run_all():
-    """The warm start first (its max_steps=0 run is the warm-start row), then the RL runs, `jobs` at once."""
-    t0 = time.time()
-    if not os.path.exists(os.path.join(base_dir, "final_eval.json")):  # train.py makes the warm start here
-        os.makedirs(base_dir, exist_ok=True)
-        cmd = [sys.executable, "train.py", f"--out_dir={base_dir}", *common, "--max_steps=0"]
-        print(" ".join(cmd[1:]), flush=True)
-        with open(os.path.join(base_dir, "train.log"), "w") as log:
-            if subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode != 0:
-                raise SystemExit(f"warm start failed: see {base_dir}/train.log")
-    todo = [(n, e) for n, e in runs() if not os.path.exists(os.path.join(out_dir, n, "final_eval.json"))]
+# ----------------------------------------------------------------------------- running
+def run_jobs(todo, t0):
+    """Runs {name: train.py args}, `jobs` at once: skips finished runs, resumes runs with a checkpoint."""
+    todo = [(n, a) for n, a in todo.items() if not os.path.exists(os.path.join(out_dir, n, "final_eval.json"))]
     running, failed = [], []
     while todo or running:
         while todo and len(running) < jobs:
             name, extra = todo.pop(0)
-            os.makedirs(os.path.join(out_dir, name), exist_ok=True)
-            p, cmd = launch(name, extra)
-            print(f"[{time.time() - t0:6.0f}s] start {name}: {' '.join(cmd[1:])}", flush=True)
+            run_dir = os.path.join(out_dir, name)
+            if not os.path.exists(os.path.join(run_dir, "warmstart_countdown")):
+                shutil.copytree(warm, os.path.join(run_dir, "warmstart_countdown"))
+            resume = ["--init_from=resume"] if os.path.exists(os.path.join(run_dir, "ckpt")) else []
+            cmd = [sys.executable, "train.py", f"--out_dir={run_dir}", *common, *extra, *resume]
+            env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+            p = subprocess.Popen(cmd, stdout=open(os.path.join(run_dir, "train.log"), "a"),
+                                 stderr=subprocess.STDOUT, env=env)
+            print(f"[{time.time() - t0:6.0f}s] {'resume' if resume else 'start'} {name}: {' '.join(cmd[2:])}",
+                  flush=True)
             running.append((name, p))
         time.sleep(1)
         for name, p in [r for r in running if r[1].poll() is not None]:
             running.remove((name, p))
             print(f"[{time.time() - t0:6.0f}s] done  {name} (exit {p.returncode})", flush=True)
-            if p.returncode != 0:
+            if p.returncode:
                 failed.append(name)
     if failed:
-        raise SystemExit(f"runs failed: {failed}; see {out_dir}/<run>/train.log "
-                         f"(finished runs are kept: re-run to resume)")
-    return time.time() - t0
+        raise SystemExit(f"runs failed: {failed}; see {out_dir}/<run>/train.log (re-run to resume)")
 
 
-# ----------------------------------------------------------------------------- results
 def load_run(name):
     with open(os.path.join(out_dir, name, "final_eval.json")) as f:
         res = json.load(f)
@@ -117,137 +133,157 @@ def load_run(name):
     steps = [r for r in records if "step" in r]
     seconds = sum(r["time_rollout"] + r["time_reward"] + r["time_train"] for r in steps) + sum(
         r["eval_time"] for r in records if "eval_step" in r)  # the run's own time, whatever else ran
-    n = res["n"]
-    curve = [sum(pass_at_k(n, c, k) for c in res["correct"]) / len(res["correct"]) for k in range(1, n + 1)]
-    return {"pass@k": curve, "entropy": res["entropy"], "distinct": res["distinct_correct"], "seconds": seconds,
-            "accuracy_curve": [r["accuracy"] for r in steps], "entropy_curve": [r["entropy"] for r in steps]}
+    return {"n": res["n"], "correct": res["correct"], "distinct": res["distinct"], "entropy": res["entropy"],
+            "seconds": seconds, "curves": {k: [r.get(k, 0.0) for r in steps]
+                                           for k in ("accuracy", "entropy", "groups_mixed", "groups_all_wrong")}}
 
 
-def mean_std(xs):
-    m = sum(xs) / len(xs)
-    return m, (sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5 if len(xs) > 1 else 0.0
+def choose(t0):
+    """Runs the sweep on the validation split and returns the settings it picks (before any final run)."""
+    runs = sweep_runs()
+    run_jobs(runs, t0)
+    score = {}
+    for name in runs:
+        r = load_run(name)
+        curve = stats.pass_at_k_matrix(r["n"], r["correct"]).mean(0)
+        score[name] = {"pass@1": curve[0], f"pass@{r['n']}": curve[-1], "score": (curve[0] + curve[-1]) / 2}
+    chosen = {}
+    if ALPHAS:
+        best = max((n for n in runs if n.startswith("sweep_ds")), key=lambda n: score[n]["score"])
+        chosen.update(alpha=float(best.split("_a")[1].split("_b")[0]), beta=float(best.split("_b")[1]))
+    if COEFS:
+        best = max((n for n in runs if n.startswith("sweep_bonus")), key=lambda n: score[n]["score"])
+        chosen["entropy_coef"] = float(best.split("_c")[1])
+    return chosen, score
 
 
-def k_prime(curve, target):
-    """Smallest k whose pass@k reaches target (None if no k <= n does)."""
-    return next((k for k, v in enumerate(curve, 1) if v >= target - 1e-12), None)
-
-
-def summarise():
+# ----------------------------------------------------------------------------- results
+def summarise(chosen):
     rows = {"warm start": [load_run("base")]}
     rows.update({m: [load_run(f"{m}_s{s}") for s in range(1, seeds + 1)] for m in METHODS})
-    n = len(rows["warm start"][0]["pass@k"])
-    ks = [k for k in (1, 8, 64, 256) if k <= n]
-    summary = {}
-    for m, rs in rows.items():
-        curves = [r["pass@k"] for r in rs]
-        summary[m] = {
-            "seeds": len(rs),
-            "pass@k_mean": [mean_std([c[k] for c in curves])[0] for k in range(n)],
-            "pass@k_std": [mean_std([c[k] for c in curves])[1] for k in range(n)],
-            "entropy": mean_std([r["entropy"] for r in rs]), "distinct": mean_std([r["distinct"] for r in rs]),
-        }
-    ref = "grpo" if "grpo" in summary else "warm start"
-    targets = {k: summary[ref]["pass@k_mean"][k - 1] for k in (64, 256) if k <= n}
-    for m, s in summary.items():
-        s["k_prime"] = {k: k_prime(s["pass@k_mean"], t) for k, t in targets.items()}
-    sweep = {}
-    for a in ALPHAS:
-        for b in BETAS:
-            c = load_run(f"ds-grpo_a{a}_b{b}")["pass@k"]
-            sweep[f"{a},{b}"] = {"pass@1": c[0], f"pass@{min(64, len(c))}": c[min(64, len(c)) - 1]}
-    seconds = sum(r["seconds"] for rs in rows.values() for r in rs) + sum(
-        load_run(f"ds-grpo_a{a}_b{b}")["seconds"] for a in ALPHAS for b in BETAS)
-    return rows, summary, ks, ref, targets, sweep, seconds
+    names = list(rows)
+    curves = {m: np.stack([stats.pass_at_k_matrix(r["n"], r["correct"]) for r in rs]) for m, rs in rows.items()}
+    metrics = {f"pass@{k}": [curves[m][:, :, k - 1] for m in names] for k in KS}  # (S, N) per method
+    metrics["distinct"] = [np.array([r["distinct"] for r in rows[m]], dtype=float) for m in names]
+    out = {m: {"seeds": len(rows[m]), "entropy": float(np.mean([r["entropy"] for r in rows[m]]))} for m in names}
+    diffs = {f"{a} - {b}": {} for a, b in PAIRS}
+    for key, values in metrics.items():
+        means, reps = stats.summary(values, boot)
+        for m, (mean, lo, hi) in zip(names, means):
+            out[m][key] = {"mean": mean, "low": lo, "high": hi}
+        for a, b in PAIRS:
+            i, j = names.index(a), names.index(b)
+            diffs[f"{a} - {b}"][key] = stats.paired_difference(reps, i, j, means[i][0] - means[j][0])
+    mean_curve = {m: curves[m].mean((0, 1)) for m in names}
+    ref = "grpo" if "grpo" in names else "warm start"
+    for m in names:  # k': the samples a method needs to match GRPO's pass@64 / pass@256
+        out[m]["k_prime"] = {k: next((int(i) + 1 for i, v in enumerate(mean_curve[m])
+                                      if v >= mean_curve[ref][k - 1] - 1e-12), None) for k in KS if k >= 64}
+    ks = sorted({int(k) for k in np.unique(np.geomspace(1, eval_n, 24).round())})
+    bands = {m: [stats.interval(stats.bootstrap_means([curves[m][:, :, k - 1]], 300)[:, 0]) for k in ks] for m in names}
+    return rows, out, diffs, mean_curve, ks, bands
 
 
-def table(summary, ks, ref, targets):
-    cols = ["method", *(f"pass@{k}" for k in ks), "entropy", "distinct correct",
-            *(f"k′ to {ref} pass@{k}" for k in targets)]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for m, s in summary.items():
-        cells = [f"{s['pass@k_mean'][k - 1]:.3f} ± {s['pass@k_std'][k - 1]:.3f}" for k in ks]
-        cells += [f"{s['entropy'][0]:.3f} ± {s['entropy'][1]:.3f}",
-                  f"{s['distinct'][0]:.2f} ± {s['distinct'][1]:.2f}"]
-        cells += [str(s["k_prime"][k]) if s["k_prime"][k] else f">{len(s['pass@k_mean'])}" for k in targets]
-        lines.append(f"| {m} (×{s['seeds']}) | " + " | ".join(cells) + " |")
+def fmt(s, d=3):
+    return f"{s['mean']:.{d}f} [{s['low']:.{d}f}, {s['high']:.{d}f}]"
+
+
+def tables(out, diffs, chosen, score):
+    keys = [f"pass@{k}" for k in KS] + ["distinct"]
+    kp = list(next(iter(out.values()))["k_prime"])
+    lines = ["| method | " + " | ".join(keys) + " | token entropy | " + " | ".join(f"k′ to GRPO pass@{k}" for k in kp)
+             + " |", "|" + "---|" * (len(keys) + 2 + len(kp))]
+    for m, s in out.items():
+        lines.append(f"| {m} (×{s['seeds']}) | " + " | ".join(fmt(s[k], 2 if k == "distinct" else 3) for k in keys)
+                     + f" | {s['entropy']:.3f} | " + " | ".join(str(v) if v else f">{eval_n}" for v in s["k_prime"].values())
+                     + " |")
+    lines += ["", "| paired difference (same problems) | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 1)]
+    for pair, d in diffs.items():
+        lines.append(f"| {pair} | " + " | ".join(
+            f"{'**' if d[k]['excludes_zero'] else ''}{d[k]['diff']:+.3f} [{d[k]['low']:+.3f}, {d[k]['high']:+.3f}]"
+            f"{'**' if d[k]['excludes_zero'] else ''}" for k in keys) + " |")
+    lines += ["", f"chosen on the validation split: {chosen}", "",
+              f"| sweep run (seed 1, validation) | pass@1 | pass@{sweep_eval_n} | score |", "|---|---|---|---|"]
+    lines += [f"| {n} | " + " | ".join(f"{v:.3f}" for v in s.values()) + " |" for n, s in score.items()]
     return "\n".join(lines)
 
 
-def plots(rows, summary, sweep):
+def plots(rows, mean_curve, ks, bands, score):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for m, s in summary.items():
-        k = range(1, len(s["pass@k_mean"]) + 1)
-        lo = [a - b for a, b in zip(s["pass@k_mean"], s["pass@k_std"])]
-        hi = [a + b for a, b in zip(s["pass@k_mean"], s["pass@k_std"])]
-        line, = ax.plot(k, s["pass@k_mean"], label=m, lw=2 if m in ("grpo", "ds-grpo") else 1.2,
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for m, curve in mean_curve.items():
+        line, = ax.plot(range(1, len(curve) + 1), curve, label=m, lw=2 if m in ("grpo", "ds-grpo") else 1.2,
                         ls="--" if m == "warm start" else "-", color="k" if m == "warm start" else None)
-        ax.fill_between(k, lo, hi, color=line.get_color(), alpha=0.15)
+        ax.fill_between(ks, [b[0] for b in bands[m]], [b[1] for b in bands[m]], color=line.get_color(), alpha=0.15)
     ax.set_xscale("log", base=2)
-    ax.set(xlabel="k (samples per problem)", ylabel="pass@k", title="Countdown, held-out problems (mean ± std over seeds)")
+    ax.set(xlabel="k (samples per problem)", ylabel="pass@k",
+           title="held-out problems: mean, 95% bootstrap band (problems × seeds)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "passk.png"), dpi=120)
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    keys = [("accuracy", "rollout accuracy"), ("entropy", "mean token entropy"), ("groups_mixed", "mixed groups")]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for m, rs in rows.items():
         if m == "warm start":
             continue
-        for ax, key in zip(axes, ("accuracy_curve", "entropy_curve")):
-            curve = [sum(v) / len(v) for v in zip(*[r[key] for r in rs])]  # mean over seeds
-            w = max(1, len(curve) // 15)  # running mean: a step is 32 prompts, noisy
-            smooth = [sum(curve[max(0, i - w + 1):i + 1]) / min(i + 1, w) for i in range(len(curve))]
-            ax.plot(range(1, len(curve) + 1), smooth, label=m, lw=2 if m in ("grpo", "ds-grpo") else 1.2)
-    axes[0].set(xlabel="RL step", ylabel="rollout accuracy", title="training accuracy (running mean)")
-    axes[1].set(xlabel="RL step", ylabel="mean token entropy", title="rollout entropy")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=8)
+        for ax, (key, label) in zip(axes, keys):
+            curve = np.mean([r["curves"][key] for r in rs], 0)  # mean over seeds
+            w = max(1, len(curve) // 15)  # running mean: a step is only 32 prompts
+            ax.plot(np.convolve(curve, np.ones(w) / w, "valid"), label=m, lw=2 if m in ("grpo", "ds-grpo") else 1.2)
+            ax.set(xlabel="RL step", ylabel=label, title=f"{label} (mean over seeds, running mean)")
+            ax.grid(alpha=0.3)
+    axes[-1].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "training.png"), dpi=120)
 
-    if sweep:
-        keys = list(next(iter(sweep.values())))
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-        for ax, key in zip(axes, keys):
-            grid = [[sweep[f"{a},{b}"][key] for b in BETAS] for a in ALPHAS]
+    if ALPHAS:
+        fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+        for ax, key in zip(axes, ["pass@1", f"pass@{sweep_eval_n}", "score"]):
+            grid = np.array([[score[f"sweep_ds_a{a}_b{b}"][key] for b in BETAS] for a in ALPHAS])
             im = ax.imshow(grid, cmap="viridis", origin="lower")
-            for i, row in enumerate(grid):
-                for j, v in enumerate(row):
-                    ax.text(j, i, f"{v:.3f}", ha="center", va="center", color="w", fontsize=9)
+            for (i, j), v in np.ndenumerate(grid):
+                ax.text(j, i, f"{v:.3f}", ha="center", va="center", color="w", fontsize=9)
             ax.set(xticks=range(len(BETAS)), xticklabels=BETAS, yticks=range(len(ALPHAS)), yticklabels=ALPHAS,
-                   xlabel="beta (γ_n, penalty on incorrect)", ylabel="alpha (γ_p, bonus on correct)",
-                   title=f"DS-GRPO {key}")
+                   xlabel="β (penalty on incorrect)", ylabel="α (bonus on correct)",
+                   title=f"DS-GRPO {key} (GRPO: {score['sweep_grpo'][key]:.3f})")
             fig.colorbar(im, ax=ax, shrink=0.8)
+        fig.suptitle("validation split, seed 1", fontsize=10)
         fig.tight_layout()
         fig.savefig(os.path.join(out_dir, "sweep.png"), dpi=120)
     plt.close("all")
 
 
 if __name__ == "__main__":
-    wall = run_all()
-    rows, summary, ks, ref, targets, sweep, seconds = summarise()
-    md = table(summary, ks, ref, targets)
-    if sweep:
-        keys = list(next(iter(sweep.values())))
-        md += (f"\n\n| DS-GRPO alpha, beta (seed 1, {sweep_steps} steps, n={sweep_eval_n}) | {keys[0]} | {keys[1]} |"
-               "\n|---|---|---|\n") + "\n".join(
-            f"| {k} | {v[keys[0]]:.3f} | {v[keys[1]]:.3f} |" for k, v in sweep.items())
+    t0 = time.time()
+    if not os.path.exists(os.path.join(out_dir, "base", "final_eval.json")):  # the warm start and its evaluation
+        os.makedirs(os.path.join(out_dir, "base"), exist_ok=True)
+        cmd = [sys.executable, "train.py", f"--out_dir={out_dir}/base", *common, *test_eval, "--max_steps=0"]
+        print(" ".join(cmd[1:]), flush=True)
+        with open(os.path.join(out_dir, "base", "train.log"), "w") as log:
+            if subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode:
+                raise SystemExit(f"warm start failed: see {out_dir}/base/train.log")
+    chosen, score = choose(t0)
+    print(f"chosen on the validation split: {chosen}", flush=True)
+    run_jobs(final_runs(chosen), t0)
+    rows, out, diffs, mean_curve, ks, bands = summarise(chosen)
+    md = tables(out, diffs, chosen, score)
+    seconds = sum(load_run(n)["seconds"] for n in [*sweep_runs(), *final_runs(chosen), "base"])
     with open(os.path.join(out_dir, "results.md"), "w") as f:
         f.write(md + "\n")
     with open(os.path.join(out_dir, "results.json"), "w") as f:
-        json.dump({"config": {k: globals()[k] for k in ("methods", "seeds", "max_steps", "eval_n", "eval_problems", "alphas",
-                                                         "betas", "sweep_steps", "sweep_eval_n", "train_args", "quick")},
-                   "train_args": common, "wall_time_s": wall, "run_seconds_summed": seconds,
-                   "summary": summary, "sweep": sweep,
-                   "runs": {m: [r["pass@k"] for r in rs] for m, rs in rows.items()}}, f)
-    plots(rows, summary, sweep)
+        json.dump({"config": {k: globals()[k] for k in ("methods", "pairs", "seeds", "max_steps", "eval_n",
+                                                         "eval_problems", "alphas", "betas", "bonus_coefs",
+                                                         "sweep_eval_n", "sweep_problems", "train_args", "quick")},
+                   "train_args": common, "chosen": chosen, "sweep": score, "summary": out, "paired": diffs,
+                   "run_seconds_summed": seconds, "wall_time_s": time.time() - t0,
+                   "runs": {m: [{"correct": r["correct"], "distinct": r["distinct"]} for r in rs]
+                            for m, rs in rows.items()}}, f)
+    plots(rows, mean_curve, ks, bands, score)
     print(md)
-    print(f"wall time of this invocation {wall:.0f}s (a resumed comparison counts only what it ran); "
-          f"RL steps + evaluations summed over all runs {seconds:.0f}s")
-    print(f"wrote {out_dir}/results.json, results.md, passk.png, training.png"
-          + (", sweep.png" if sweep else ""))
+    print(f"wall time of this invocation {time.time() - t0:.0f}s (a resumed comparison counts only what it ran); "
+          f"RL steps + evaluations summed over all runs {seconds:.0f}s\nwrote {out_dir}/results.json, results.md, "
+          f"passk.png, training.png" + (", sweep.png" if ALPHAS else ""))

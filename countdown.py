@@ -127,29 +127,51 @@ def solve(nums, target):
 
 
 # ----------------------------------------------------------------------------- data
-def generate_problems(n, seed=0, sizes=(3, 4), max_num=10, max_target=50, min_solutions=1):
-    """n distinct seeded problems {'nums', 'target', 'solutions'}. The numbers are drawn
-    uniformly from 1..max_num; the target uniformly from the integers in 1..max_target that the
-    numbers can reach with at least `min_solutions` distinct solutions."""
+def generate_problems(n, seed=0, sizes=(3, 4), min_num=1, max_num=10, max_target=50, min_solutions=1,
+                      target="uniform"):
+    """n distinct seeded problems {'nums', 'target', 'solutions'}. The numbers are drawn uniformly from
+    min_num..max_num (with min_num = 2, no solution differs from another by a *1 or /1 alone); the target from the integers in 1..max_target that the numbers reach with at least
+    `min_solutions` distinct solutions: uniformly over those values (target='uniform'), or in
+    proportion to their number of solutions (target='weighted': the value of a random distinct
+    expression, so targets with many solutions come up more often)."""
+    if target not in ("uniform", "weighted"):
+        raise SystemExit(f"the Countdown target choice must be 'uniform' or 'weighted', got {target!r}")
     rng = random.Random(seed)
     problems, keys = [], set()
     for _ in range(100 * n):  # bounded: asking for more problems than exist is an error, not a hang
         if len(problems) == n:
             return problems
-        nums = [rng.randint(1, max_num) for _ in range(rng.choice(sizes))]
-        targets = sorted(int(v) for v, nodes in _by_value(tuple(sorted(nums))).items()
-                         if v.denominator == 1 and 1 <= v <= max_target and len(nodes) >= min_solutions)
-        if not targets:
+        nums = [rng.randint(min_num, max_num) for _ in range(rng.choice(sizes))]
+        reach = sorted((int(v), len(nodes)) for v, nodes in _by_value(tuple(sorted(nums))).items()
+                       if v.denominator == 1 and 1 <= v <= max_target and len(nodes) >= min_solutions)
+        if not reach:
             continue
-        target = rng.choice(targets)
-        key = (tuple(sorted(nums)), target)
+        if target == "uniform":
+            value = rng.choice(reach)[0]
+        else:
+            value = rng.choices([v for v, _ in reach], weights=[c for _, c in reach])[0]
+        key = (tuple(sorted(nums)), value)
         if key in keys:
             continue
         keys.add(key)
-        problems.append({"nums": nums, "target": target, "solutions": solve(nums, target)})
+        problems.append({"nums": nums, "target": value, "solutions": solve(nums, value)})
     if len(problems) < n:
-        raise ValueError(f"only {len(problems)} distinct problems found for n={n}: widen max_num/max_target")
+        raise SystemExit(f"only {len(problems)} distinct Countdown problems exist in this regime, asked for "
+                         f"{n}: lower n_problems or cd_min_solutions, or widen cd_min_num..cd_max_num or cd_max_target")
     return problems
+
+
+def regime_stats(problems):
+    """What a regime looks like to the solver: how many problems, how many distinct solutions each
+    (the diversity there is to keep), and the share of each problem size."""
+    counts = sorted(len(p.get("solutions") or solve(p["nums"], p["target"])) for p in problems)
+    m = len(counts)
+    sizes = {}
+    for p in problems:
+        sizes[len(p["nums"])] = sizes.get(len(p["nums"]), 0) + 1
+    return {"problems": m, "solutions_mean": sum(counts) / max(m, 1),
+            "solutions_median": (counts[(m - 1) // 2] + counts[m // 2]) / 2 if m else 0.0,
+            "size_share": {k: v / m for k, v in sorted(sizes.items())}}
 
 
 def is_test(nums, target, test_fraction=0.1):
@@ -186,10 +208,11 @@ def load_countdown_hf(name="Jiayi-Pan/Countdown-Tasks-3to4", split="train", limi
     return problems
 
 
-def load_problems(dataset="generated", n_problems=8000, seed=0):
-    """(train, test) problem lists: the seeded local generator (default, offline) or the hub set."""
+def load_problems(dataset="generated", n_problems=8000, seed=0, **regime):
+    """(train, test) problem lists: the seeded local generator (default, offline; `regime` are the
+    generate_problems knobs) or the hub set."""
     if dataset == "generated":
-        return train_test_split(generate_problems(n_problems, seed))
+        return train_test_split(generate_problems(n_problems, seed, **regime))
     if dataset == "hf":
         return train_test_split(load_countdown_hf(limit=n_problems))
     raise SystemExit(f"dataset must be 'generated' or 'hf', got {dataset!r}")

@@ -51,12 +51,13 @@ def advantages(algo, rewards, correct, old_logp, mask, G, alpha=0.0, beta=0.0, d
     ds_form (DS-GRPO only) places the DS-Eq.6 term in one of the three ways the authors' code did:
       'seq'    (default) A_i + ds_term(L_i), L_i length-normalised, the same for every token of y_i;
       'token'  A_{i,t} = A_i + ds_term(l_{i,t}), the per-token log-prob instead of L_i;
-      'reward' r_i + ds_term(L_i) before group centring, with no std division (their final code)."""
+      'reward' r_i + ds_term(L_i) before group centring (their final code, with scale_std=False).
+    Dividing by the group's std is a separate choice (scale_std), so each form can be compared with
+    GRPO under the same normalisation."""
     scale_std = scale_std and algo != "dr-grpo"  # Dr.GRPO: A_i = r_i - mean_j r_j
     if algo == "ds-grpo" and ds_form == "reward":
         r_ds = rewards + ds_term(correct, seq_logprob(old_logp, mask), alpha, beta)  # DS-Eq.4 with pi_old
-        adv = group_advantages(r_ds, G, scale_std=False)  # centred within the group, no std
-        return adv[:, None] * mask
+        return group_advantages(r_ds, G, scale_std)[:, None] * mask  # centred in the group (the authors: no std)
     adv = group_advantages(rewards, G, scale_std)[:, None] * mask  # (B, T), GRPO
     if algo == "ds-grpo" and ds_form == "seq":
         adv = adv + ds_term(correct, seq_logprob(old_logp, mask), alpha, beta)[:, None] * mask  # DS-Eq.6
@@ -65,6 +66,15 @@ def advantages(algo, rewards, correct, old_logp, mask, G, alpha=0.0, beta=0.0, d
     elif algo == "ds-grpo":
         raise ValueError(f"ds_form must be 'seq', 'token' or 'reward', got {ds_form!r}")
     return adv
+
+
+def group_composition(correct, G):
+    """Fractions of groups whose G responses are all correct, all wrong, or mixed. Only mixed groups
+    carry a GRPO signal; in all-wrong groups DS-GRPO's only term is the beta penalty (sharpening)."""
+    right = correct.view(-1, G).sum(-1)  # (B/G,) correct responses per group
+    return {"groups_all_correct": (right == G).float().mean().item(),
+            "groups_all_wrong": (right == 0).float().mean().item(),
+            "groups_mixed": ((right > 0) & (right < G)).float().mean().item()}
 
 
 # ----------------------------------------------------------------------------- the surrogate

@@ -7,13 +7,14 @@ import math_task
 from reward import answer_key as countdown_key, countdown_reward, math_reward
 
 
-def load(task, dataset, n_problems, seed=0):
+def load(task, dataset, n_problems, seed=0, regime=None):
     """(train, test) problem lists.
     countdown: 'generated' (offline, the default) or 'hf' (Countdown-Tasks-3to4);
+    `regime`: the knobs of countdown.generate_problems (problem sizes, number and target ranges, ...).
     math: 'generated' (offline word problems) or a name in math_task.HUB_DATASETS, whose default split
     is the test set; only 'gsm8k' and 'math' have a train split to learn from."""
     if task == "countdown":
-        return countdown.load_problems(dataset, n_problems, seed)
+        return countdown.load_problems(dataset, n_problems, seed, **(regime or {}))
     if task != "math":
         raise SystemExit(f"task must be 'countdown' or 'math', got {task!r}")
     if dataset == "generated":

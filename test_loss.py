@@ -134,7 +134,11 @@ def test_advantages_ds_reward_by_hand():
     #   r_DS = [1 + .2, 0 - .3 | 0 - 1.2, 1 + .04] = [1.2, -.3 | -1.2, 1.04]
     #   group 1 mean .45 -> [.75, -.75];  group 2 mean -.08 -> [-1.12, 1.12]
     expected = t([[.75] * 3, [-.75, -.75, 0], [-1.12, 0, 0], [1.12] * 3])
-    assert_close(adv("ds-grpo", "reward"), expected, **TIGHT)
+    assert_close(adv("ds-grpo", "reward", scale_std=False), expected, **TIGHT)
+    # the std division is a separate choice; with it, each centred pair is divided by its std
+    # (sqrt(2) |x| for a pair +-x), so G = 2 keeps only the sign: +-1/sqrt(2)
+    s = 2 ** -.5
+    assert_close(adv("ds-grpo", "reward"), t([[s] * 3, [-s, -s, 0], [-s, 0, 0], [s] * 3]), **TIGHT)
 
 
 def test_advantages_dr_grpo_is_grpo_without_std():
@@ -146,8 +150,19 @@ def test_advantages_dr_grpo_is_grpo_without_std():
 def test_ds_with_zero_coefficients_is_grpo():
     for form in ("seq", "token"):
         assert_close(adv("ds-grpo", form, alpha=0., beta=0.), adv("grpo"), **TIGHT)
-    # the reward form has no std division, so it reduces to Dr.GRPO
-    assert_close(adv("ds-grpo", "reward", alpha=0., beta=0.), adv("grpo", scale_std=False), **TIGHT)
+    # the reward form reduces to GRPO under the same normalisation, with or without the std
+    for scale_std in (True, False):
+        assert_close(adv("ds-grpo", "reward", alpha=0., beta=0., scale_std=scale_std),
+                     adv("grpo", scale_std=scale_std), **TIGHT)
+
+
+def test_group_composition_by_hand():
+    # G = 4, three groups: all correct, mixed (2 of 4), all wrong
+    correct = t([1, 1, 1, 1, 1, 0, 1, 0, 0, 0, 0, 0])
+    assert loss.group_composition(correct, 4) == pytest.approx(
+        {"groups_all_correct": 1 / 3, "groups_all_wrong": 1 / 3, "groups_mixed": 1 / 3})
+    assert loss.group_composition(t([0, 1, 0, 0]), 2) == {"groups_all_correct": 0.0, "groups_all_wrong": .5,
+                                                          "groups_mixed": .5}
 
 
 def test_invalid_ds_form_raises():

@@ -99,24 +99,25 @@ def metrics(z, correct):
     pi = z.softmax(-1)
     p_c = (pi * correct).sum(-1)  # (P,) correct mass
     q = pi * correct / p_c[:, None]  # restricted to the correct answers, renormalised
-    h_c = -torch.xlogy(q, q).sum(-1) / correct.sum(-1).log()  # (P,) normalised entropy among correct
+    h_c = -torch.xlogy(q, q).sum(-1) / correct.sum(-1).log().clamp(min=1e-9)  # (P,) normalised; 0 if one correct
     return {"correct": p_c.mean().item(), "diversity": ((p_c * h_c).sum() / p_c.sum()).item(),
             "distinct@16": ((1 - (1 - pi) ** 16) * correct).sum(-1).mean().item(),
             "pass@1": p_c.mean().item(), "pass@16": (1 - (1 - p_c) ** 16).mean().item()}
 
 
 # ----------------------------------------------------------------------------- one method
-def run(method, steps=STEPS, lr=LR, coef=COEF, alpha=None, beta=None, seed=SEED, m=M, g_size=G):
+def run(method, steps=STEPS, lr=LR, coef=COEF, alpha=None, beta=None, seed=SEED, m=M, g_size=G, problem=None):
     """Train the logits with `method`; returns (history: dict of lists over steps 0..steps, final pi).
-    coef is c for +H / -H; alpha / beta (DS only) default to coef."""
+    coef is c for +H / -H; alpha / beta (DS only) default to coef. `problem` = (logits, correct) replaces
+    make_problem's (toy_map.py); the loss is a mean over all prompts, so more prompts want a larger lr."""
     alpha = coef if alpha is None else alpha
     beta = coef if beta is None else beta
-    z0, correct = make_problem(seed)
+    z0, correct = make_problem(seed) if problem is None else problem
     z = z0.clone().requires_grad_(True)
     opt = torch.optim.SGD([z], lr=lr)
     gen = torch.Generator().manual_seed(seed + 1)  # the sampling stream, the same for every method
     hist = {k: [v] for k, v in metrics(z0, correct).items()}
-    rows = torch.arange(P).repeat_interleave(m * g_size)  # (B,) prompt of each sample; groups contiguous
+    rows = torch.arange(z0.shape[0]).repeat_interleave(m * g_size)  # (B,) prompt of each sample; groups contiguous
     for _ in range(steps):
         logp_all = z.log_softmax(-1)  # (P, V)
         with torch.no_grad():  # pi_old = the current policy: M groups of G answers per prompt

@@ -37,6 +37,7 @@ import torch
 from tqdm import tqdm
 
 import loss as L
+import countdown
 import tasks
 from configurator import configure
 from eval import evaluate, format_table, merge_results
@@ -48,8 +49,10 @@ from rollout import rollout
 out_dir = "out"
 init_from = "tiny"  # 'tiny' (embedded default, warm-started on first use), 'resume', or a HF name/path
 warmstart_steps = 1500  # supervised steps of the tiny model's warm start (cached in out/warmstart_<task>)
-eval_interval = 50  # steps between evaluations (and at step 0 and at the end)
+eval_interval = 50  # steps between evaluations (and at the end)
+eval_at_start = True  # evaluate the starting policy with final_eval_n too, to print it beside the trained one
 eval_problems = 100  # held-out problems used for evaluation
+eval_split = "test"  # what evaluations score: 'test' (held out) or 'val' (for choosing hyperparameters)
 eval_n = 16  # samples per problem in the periodic evaluations
 final_eval_n = 64  # samples per problem in the final evaluation
 eval_batch_rows = 512  # responses generated at once in evaluation (lower it for long responses)
@@ -61,6 +64,14 @@ task = "countdown"  # 'countdown' or 'math'
 dataset = "generated"  # 'generated' (offline) or a hub set: 'hf' for Countdown, 'gsm8k'/'math' for math (tasks.load)
 n_problems = 8000  # problems generated (or loaded), split 90/10 into train/test
 data_seed = 0
+val_problems = 200  # training problems set aside (never trained on) as the validation split
+# the Countdown regime of the generated problems (countdown.generate_problems; README: why this one)
+cd_sizes = "4"  # how many numbers a problem has: "4", or "3,4" for a mix
+cd_min_num = 2  # numbers are drawn from cd_min_num..cd_max_num
+cd_max_num = 15
+cd_max_target = 50  # targets from 1..cd_max_target ...
+cd_min_solutions = 5  # ... that have at least this many distinct solutions
+cd_target = "uniform"  # 'uniform' over those targets, or 'weighted' by their number of solutions
 template = "tiny"  # prompt: 'tiny' (embedded model) or 'instruct' (real models; chat template if any)
 # RL
 algo = "ds-grpo"  # one of ALGOS below: GRPO variants, DS-GRPO, entropy baselines, token selection
@@ -68,8 +79,8 @@ alpha = 1.0  # gamma_p in DS-Eq.6: bonus on correct responses (see README: tiny-
 beta = 0.1  # gamma_n in DS-Eq.6: penalty on incorrect responses
 ds_form = "seq"  # where the DS term goes: 'seq' (default), 'token' or 'reward' (see loss.advantages)
 max_steps = 200
-prompts_per_step = 32
-group_size = 8  # G, responses per prompt
+prompts_per_step = 16
+group_size = 16  # G, responses per prompt: 16 so that most groups are mixed at the warm start's accuracy
 max_new_tokens = 32
 temperature = 1.0  # sampling temperature for training and evaluation
 lr = 2e-4
@@ -127,27 +138,44 @@ if prompts_per_step % world:
     raise SystemExit(f"prompts_per_step={prompts_per_step} must be a multiple of the {world} torchrun processes")
 if dtype not in ("float32", "bfloat16"):  # float16 would need a GradScaler
     raise SystemExit(f"dtype must be float32 or bfloat16, got {dtype!r}")
-os.makedirs(out_dir, exist_ok=True)
 ckpt_dir = os.path.join(out_dir, "ckpt")
-torch.manual_seed(seed + rank)  # each rank samples its own responses
+if init_from != "resume" and any(os.path.exists(p) for p in (ckpt_dir, ckpt_dir + ".old",
+                                                             os.path.join(out_dir, "final_eval.json"))):
+    raise SystemExit(f"{out_dir} already holds a run: continue it with --init_from=resume, or start over "
+                     f"in a new --out_dir (or delete {ckpt_dir} and {out_dir}/final_eval.json first)")
+os.makedirs(out_dir, exist_ok=True)
 rng = random.Random(seed)  # draws the global batch of training prompts: the same on every rank
 ctx = (torch.autocast(device_type=device.split(":")[0], dtype=getattr(torch, dtype))
        if dtype != "float32" else nullcontext())
 log = tqdm.write if master else (lambda *a, **k: None)
 
 # ----------------------------------------------------------------------------- data and model
-train_set, test_set = tasks.load(task, dataset, n_problems, data_seed)
+try:
+    regime = dict(sizes=tuple(int(k) for k in cd_sizes.split(",")), min_num=cd_min_num, max_num=cd_max_num,
+                  max_target=cd_max_target, min_solutions=cd_min_solutions, target=cd_target)
+except ValueError:
+    raise SystemExit(f"cd_sizes must be comma-separated problem sizes like '4' or '3,4', got {cd_sizes!r}")
+train_set, test_set = tasks.load(task, dataset, n_problems, data_seed, regime)
+val_set, train_set = train_set[:val_problems], train_set[val_problems:]
 if not train_set or not test_set:
     raise SystemExit(f"dataset {dataset!r} has no train or no test problems for task {task!r}")
-test_set = test_set[:eval_problems]
-log(f"{len(train_set)} train problems, {len(test_set)} held-out eval problems"
-    + (f", {world} data-parallel ranks" if ddp else ""))
+if eval_split not in ("test", "val") or (eval_split == "val" and not val_set):
+    raise SystemExit(f"eval_split must be 'test' or 'val' (with val_problems > 0), got {eval_split!r}")
+eval_set = (test_set if eval_split == "test" else val_set)[:eval_problems]
+log(f"{len(train_set)} train, {len(val_set)} validation, {len(test_set)} test problems; evaluating on "
+    f"{len(eval_set)} {eval_split} problems" + (f"; {world} data-parallel ranks" if ddp else ""))
+if task == "countdown":
+    st = countdown.regime_stats(train_set)
+    log(f"regime: {st['problems']} train problems, distinct solutions mean {st['solutions_mean']:.1f} "
+        f"median {st['solutions_median']:.1f}, sizes " + ", ".join(f"{k} numbers {v:.0%}" for k, v in
+                                                                   st["size_share"].items()))
 
 start_step, policy_source = 0, init_from
 if init_from == "tiny":
     policy_source = os.path.join(out_dir, f"warmstart_{task}")
     if master and not os.path.exists(os.path.join(policy_source, "config.json")):  # learns generated data
-        sft_set = train_set if dataset == "generated" else tasks.load(task, "generated", n_problems, data_seed)[0]
+        sft_set = (train_set if dataset == "generated"
+                   else tasks.load(task, "generated", n_problems, data_seed, regime)[0][val_problems:])
         warm_start(policy_source, sft_set, steps=warmstart_steps, template=template, device=device, log=log)
     if ddp:
         dist.barrier()  # the other ranks wait for rank 0's warm start
@@ -160,6 +188,7 @@ ref_model = None
 if kl_coef > 0:  # the frozen reference is the policy RL started from
     ref_model, _ = load_policy(state["ref_source"] if state else policy_source, device)
     ref_model.requires_grad_(False).eval()
+torch.manual_seed(seed + rank)  # after the warm start and loading: samples depend on `seed` alone
 optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.99))
 if state:
     optimizer.load_state_dict(state["optimizer"])
@@ -175,7 +204,9 @@ if state:
     log(f"resumed from {ckpt_dir} at step {start_step}")
 ref_source = state["ref_source"] if state else policy_source
 metrics_path = os.path.join(out_dir, "metrics.jsonl")
-if master and state and os.path.exists(metrics_path):  # drop what the killed run logged after its last checkpoint
+if master and not state:
+    open(metrics_path, "w").close()  # a fresh run starts a fresh log (a run without a checkpoint left nothing to resume)
+elif master and os.path.exists(metrics_path):  # drop what the killed run logged after its last checkpoint
     with open(metrics_path) as f:
         records = [json.loads(line) for line in f]
     with open(metrics_path, "w") as f:
@@ -210,7 +241,7 @@ def run_eval(step, n):
     """Each rank evaluates every world-th problem; the per-problem counts are gathered and merged."""
     t0 = time.time()
     with ctx:
-        res = evaluate(model, tokenizer, test_set[rank::world], n, temperature, max_new_tokens, template,
+        res = evaluate(model, tokenizer, eval_set[rank::world], n, temperature, max_new_tokens, template,
                        eval_batch_rows, compile=compile)
     if ddp:
         shards = [None] * world
@@ -222,8 +253,8 @@ def run_eval(step, n):
 
 
 # ----------------------------------------------------------------------------- training loop
-if start_step == 0 and init_from != "resume":
-    run_eval(0, eval_n)
+if start_step == 0 and init_from != "resume" and eval_at_start and max_steps > 0:
+    run_eval(0, final_eval_n)  # the starting policy, at the final evaluation's n: printed beside the trained one
 model.train()
 bar = tqdm(range(start_step, max_steps), initial=start_step, total=max_steps, desc=algo, dynamic_ncols=True,
            disable=not master)
@@ -298,6 +329,7 @@ for step in bar:
         "ds_abs": ds.abs().mean().item(), "ds_correct": (ds * correct).sum().item() / max(correct.sum().item(), 1),
         "ds_incorrect": (ds * (1 - correct)).sum().item() / max((1 - correct).sum().item(), 1),
         "kept_frac": (weight.sum() / mask.sum()).item(),  # response tokens that got gradient
+        **L.group_composition(correct, group_size),  # all-correct / all-wrong / mixed groups: where GRPO has signal
         "entropy_correct": (ro.entropy * tok_c).sum().item() / max(tok_c.sum().item(), 1),
         "entropy_incorrect": (ro.entropy * tok_w).sum().item() / max(tok_w.sum().item(), 1),
         "grad_norm": grad_norm.item(), "time_rollout": t1 - t0, "time_reward": t2 - t1, "time_train": t3 - t2,
@@ -332,6 +364,13 @@ if ddp:  # the ranks must hold the same parameters: same start, same summed grad
     dist.barrier()  # tear down together: a rank that exits while the other is still in gloo can abort it
     dist.destroy_process_group()
 if master:
+    with open(metrics_path) as f:  # the step-0 evaluation, also when this process resumed the run
+        start = next((r for r in map(json.loads, f) if r.get("eval_step") == 0 and r["n"] == final["n"]), None)
     with open(os.path.join(out_dir, "final_eval.json"), "w") as f:
-        json.dump({"algo": algo, "config": config, "world_size": world, **final}, f, indent=2)
+        json.dump({"algo": algo, "config": config, "world_size": world, **final, "start": start}, f, indent=2)
+    if start:
+        ks = [k for k in (1, 8, final["n"]) if k in final["pass@k"]]
+        log(f"{'':>18}" + "".join(f"{'pass@' + str(k):>10}" for k in ks) + f"{'distinct':>10}")
+        for name, r in (("starting policy", start), (f"after {max_steps} steps", final)):
+            log(f"{name:>18}" + "".join(f"{r['pass@k'][k]:>10.4f}" for k in ks) + f"{r['distinct_correct']:>10.2f}")
 log(f"done: final pass@1 {final['pass@k'][1]:.4f}, checkpoint in {ckpt_dir}")

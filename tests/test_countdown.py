@@ -6,7 +6,7 @@ from fractions import Fraction
 import pytest
 
 import countdown
-from countdown import canonical, generate_problems, solve, train_test_split
+from countdown import canonical, generate_problems, regime_stats, solve, train_test_split
 from reward import countdown_reward, parse_expression
 
 
@@ -102,6 +102,46 @@ def test_generated_problems_are_distinct_and_solvable():
         assert p["solutions"] == solve(p["nums"], p["target"])
         for s in p["solutions"]:
             assert countdown_reward(f"<answer>{s}</answer>", p["nums"], p["target"]) == 1.0
+
+
+def test_regime_knobs_are_honoured():
+    # the default regime of train.py: 4 numbers from 2..15, targets 1..50 with at least 5 solutions
+    problems = generate_problems(200, seed=0, sizes=(4,), min_num=2, max_num=15, max_target=50, min_solutions=5)
+    for p in problems:
+        assert len(p["nums"]) == 4 and all(2 <= x <= 15 for x in p["nums"]) and 1 <= p["target"] <= 50
+        assert len(p["solutions"]) >= 5 and p["solutions"] == solve(p["nums"], p["target"])
+    # 'weighted' draws targets in proportion to their solution counts: more solutions per problem
+    weighted = generate_problems(200, seed=0, sizes=(4,), min_num=2, max_num=15, max_target=50, min_solutions=5,
+                                 target="weighted")
+    assert regime_stats(weighted)["solutions_mean"] > regime_stats(problems)["solutions_mean"]
+    # the old default (3 or 4 numbers from 1..10, any solvable target) is unchanged by the new knobs
+    assert generate_problems(30, seed=1) == generate_problems(30, seed=1, sizes=(3, 4), min_num=1, max_num=10,
+                                                              max_target=50, min_solutions=1, target="uniform")
+
+
+def test_regime_stats_by_hand():
+    # solution counts 1, 2, 5, 9 (mean 17/4, median (2 + 5)/2); sizes 3, 4, 4, 4
+    problems = [{"nums": [1, 2, 3], "target": 0, "solutions": ["a"]},
+                {"nums": [1, 2, 3, 4], "target": 0, "solutions": ["a", "b"]},
+                {"nums": [1, 2, 3, 4], "target": 0, "solutions": list("abcde")},
+                {"nums": [1, 2, 3, 4], "target": 0, "solutions": list("abcdefghi")}]
+    assert regime_stats(problems) == {"problems": 4, "solutions_mean": 4.25, "solutions_median": 3.5,
+                                      "size_share": {3: .25, 4: .75}}
+    # without stored solutions the solver counts them: {2, 3} -> 6 is 2*3 alone; {2, 2, 2} -> 6 is 2+2+2
+    # and 2*2+2 (2*(2+2)... is 8, 2*2*2 is 8): 1 and 2 solutions
+    assert regime_stats([{"nums": [2, 3], "target": 6}, {"nums": [2, 2, 2], "target": 6}])["solutions_mean"] == 1.5
+
+
+def test_regime_stats_of_the_default_regime():
+    # a regression pin of the fixed-seed default regime (seed 0, 1000 problems; README quotes the full set)
+    st = regime_stats(generate_problems(1000, seed=0, sizes=(4,), min_num=2, max_num=15, max_target=50,
+                                        min_solutions=5))
+    assert st == {"problems": 1000, "solutions_mean": 8.816, "solutions_median": 8.0, "size_share": {4: 1.0}}
+
+
+def test_too_many_problems_is_a_one_line_error():
+    with pytest.raises(SystemExit, match="only .* distinct Countdown problems exist"):
+        generate_problems(50, seed=0, sizes=(3,), min_num=2, max_num=3, max_target=10)
 
 
 def key(p):

@@ -1,35 +1,67 @@
 """Smoke runs of compare.py --quick and bench.py on the tiny shape: they run end to end and write what
 they promise. Neither asserts a result of the paper or a speed (those are measurements, in the README)."""
+import glob
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def run(*args):
-    p = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=900,
-                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    p = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=900, env=ENV)
     assert p.returncode == 0, f"{args} failed:\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}"
     return p.stdout
 
 
-def test_compare_quick(tmp_path):
+def killed_mid_run(out):
+    """Starts compare.py --quick and SIGKILLs it (and its train.py children) as soon as one run has a
+    checkpoint but no final evaluation; returns that run's directory."""
+    args = [sys.executable, "compare.py", "--quick", f"--out_dir={out}", "--methods=grpo,ds-grpo",
+            "--pairs=ds-grpo:grpo"]
+    p = subprocess.Popen(args, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and p.poll() is None:
+        half = [os.path.dirname(os.path.dirname(c)) for c in glob.glob(f"{out}/*/ckpt/state.pt")
+                if not os.path.exists(os.path.join(os.path.dirname(os.path.dirname(c)), "final_eval.json"))]
+        if half:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+            return half[0]
+        time.sleep(0.02)
+    raise AssertionError("compare.py ended before any run could be killed mid-way")
+
+
+def test_compare_quick_resumes_a_killed_run(tmp_path):
     out = tmp_path / "cmp"
-    stdout = run("compare.py", "--quick", f"--out_dir={out}", "--methods=grpo,ds-grpo")
+    half = killed_mid_run(str(out))
+    stdout = run("compare.py", "--quick", f"--out_dir={out}", "--methods=grpo,ds-grpo", "--pairs=ds-grpo:grpo")
+    name = os.path.basename(half)
+    assert f"resume {name}" in stdout and f"start {name}" not in stdout  # continued from its checkpoint
+    with open(os.path.join(half, "metrics.jsonl")) as f:
+        steps = [json.loads(line)["step"] for line in f if '"step"' in line]
+    assert steps == [1, 2, 3, 4, 5, 6]  # one record per step: nothing of the killed attempt twice
     res = json.load(open(out / "results.json"))
     assert set(res["summary"]) == {"warm start", "grpo", "ds-grpo"}
+    assert set(res["chosen"]) == {"alpha", "beta", "entropy_coef"} and res["chosen"]["alpha"] == 1.0
+    assert set(res["sweep"]) == {"sweep_grpo", "sweep_ds_a1.0_b0.0", "sweep_ds_a1.0_b0.3", "sweep_bonus_c0.01"}
     for s in res["summary"].values():
-        assert len(s["pass@k_mean"]) == 8  # k = 1..n, n = 8 in --quick
-        assert all(0 <= v <= 1 for v in s["pass@k_mean"])
-        assert s["pass@k_mean"] == sorted(s["pass@k_mean"])  # pass@k never decreases in k
-    assert set(res["sweep"]) == {"1.0,0.1", "1.0,0.3"}
+        lo, mean, hi = s["pass@1"]["low"], s["pass@1"]["mean"], s["pass@1"]["high"]
+        assert 0 <= lo <= mean <= hi <= 1
+    d = res["paired"]["ds-grpo - grpo"]["pass@1"]
+    assert d["low"] <= d["high"] and d["excludes_zero"] == (d["low"] > 0 or d["high"] < 0)
+    assert len(res["runs"]["grpo"]) == 2 and len(res["runs"]["grpo"][0]["correct"]) == 8  # 2 seeds x 8 problems
     for png in ("passk.png", "training.png", "sweep.png"):
         assert (out / png).stat().st_size > 1000
-    assert "| grpo (×1) |" in stdout and "| warm start (×1) |" in (out / "results.md").read_text()
+    assert "| grpo (×2) |" in (out / "results.md").read_text()
     # a second call finds every run finished and only re-summarises
-    assert "s] start " not in run("compare.py", "--quick", f"--out_dir={out}", "--methods=grpo,ds-grpo")
+    stdout = run("compare.py", "--quick", f"--out_dir={out}", "--methods=grpo,ds-grpo", "--pairs=ds-grpo:grpo")
+    assert "] start " not in stdout and "] resume " not in stdout
 
 
 def test_bench_tiny(tmp_path):

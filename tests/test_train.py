@@ -1,6 +1,7 @@
 """End-to-end smoke runs of train.py on a tiny budget (the real default run is in the README)."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -49,6 +50,39 @@ def test_train_runs_checkpoints_and_resumes(tmp_path, algo):
     steps = [r for r in records(out) if "step" in r]
     assert [r["step"] for r in steps] == [1, 2, 3] and steps[-1]["reward"] >= 0
     assert (steps[-1]["ds_abs"] > 0) == (algo == "ds-grpo")  # the saved algo, not the default
+
+
+def test_fresh_run_starts_a_fresh_log_and_never_overwrites_a_run(tmp_path):
+    out = str(tmp_path / "run")
+    os.makedirs(out)
+    with open(os.path.join(out, "metrics.jsonl"), "w") as f:  # left by an attempt that died before any checkpoint
+        f.write(json.dumps({"step": 1, "reward": -1.0, "time_rollout": 99.0}) + "\n")
+    p = run(f"--out_dir={out}", *TINY)
+    recs = records(out)
+    assert [r["step"] for r in recs if "step" in r] == [1, 2] and all(r["reward"] >= 0 for r in recs if "step" in r)
+    assert [r["eval_step"] for r in recs if "eval_step" in r] == [0, 1, 2]  # start (final n), step 1, final
+    for key in ("groups_all_correct", "groups_all_wrong", "groups_mixed"):  # fractions of the step's groups
+        assert all(0 <= r[key] <= 1 for r in recs if "step" in r)
+    assert all(abs(r["groups_all_correct"] + r["groups_all_wrong"] + r["groups_mixed"] - 1) < 1e-6
+               for r in recs if "step" in r)
+    final = json.load(open(os.path.join(out, "final_eval.json")))
+    assert final["start"]["eval_step"] == 0 and final["start"]["n"] == final["n"]  # the side-by-side row
+    assert "starting policy" in p.stdout and "after 2 steps" in p.stdout
+    # a second fresh run in the same out_dir would overwrite the first: refused, and nothing is touched
+    before = open(os.path.join(out, "metrics.jsonl")).read()
+    p = run(f"--out_dir={out}", *TINY, check=False)
+    assert p.returncode != 0 and "--init_from=resume" in p.stderr.strip().splitlines()[-1]
+    assert open(os.path.join(out, "metrics.jsonl")).read() == before
+
+
+def test_seed_alone_decides_the_samples(tmp_path):
+    # the first run builds the warm start, the second finds it cached: the same seed gives the same run
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    run(f"--out_dir={a}", *TINY, "--eval_at_start=False")
+    shutil.copytree(os.path.join(a, "warmstart_countdown"), os.path.join(b, "warmstart_countdown"))
+    run(f"--out_dir={b}", *TINY, "--eval_at_start=False")
+    strip = lambda rs: [{k: v for k, v in r.items() if not k.startswith(("time", "eval_time"))} for r in rs]
+    assert strip(records(a)) == strip(records(b))
 
 
 @pytest.mark.parametrize("algo", ["dr-grpo", "entropy-bonus", "entropy-penalty", "20-entropy", "stapo", "ict"])
