@@ -15,6 +15,8 @@ import math
 
 import torch
 
+import model  # the policy's forward, for ICT's uniqueness (js_uniqueness)
+
 
 # ----------------------------------------------------------------------------- advantages
 def group_advantages(rewards, G, scale_std=True, eps=1e-6):
@@ -188,12 +190,31 @@ def group_uniqueness(probs, alive):
     return js_divergence(probs, p_avg.expand_as(probs)) * alive  # (G, t)
 
 
+@torch.no_grad()
+def js_uniqueness(policy, input_ids, attention_mask, n_prompt, response_mask, G, temperature=1.0):
+    """ICT's per-token uniqueness u_{i,t} = JS(pi(.|i,t) || P_avg(.|t)) (group_uniqueness above), P_avg
+    the mean over the group's alive responses at position t. Returns u (B, T), 0 on dead tokens.
+    Needs every response's full next-token distribution, so like model.response_logprobs it never holds
+    (B, T, V): one group at a time (one forward of G rows), and over chunks of positions so that at
+    most MAX_LOGITS_PER_CHUNK float32 logits (G, t_chunk, V) exist at once (plus a few temporaries)."""
+    B, T = response_mask.shape
+    u = torch.zeros(B, T, device=response_mask.device)
+    for g in range(0, B, G):  # rows g..g+G-1: one prompt's group
+        hidden, lm_head = model._response_hidden(policy, input_ids[g:g + G], attention_mask[g:g + G], n_prompt)
+        t_chunk = max(1, model.MAX_LOGITS_PER_CHUNK // (G * lm_head.weight.shape[0]))
+        for t in range(0, T, t_chunk):
+            logits = model._logits(hidden[:, t:t + t_chunk], lm_head, temperature)  # (G, t_chunk, V)
+            alive = response_mask[g:g + G, t:t + t_chunk]  # (G, t_chunk)
+            u[g:g + G, t:t + t_chunk] = group_uniqueness(logits.softmax(-1), alive)
+    return u
+
+
 ICT_FRAC = 0.1  # keep the top 10% of tokens by u, per sequence
 
 
 def ict_keep_mask(u, mask, frac=ICT_FRAC):
     """ICT: keep, in each sequence, the top k_i = ceil(frac * |y_i|) tokens by u (>= 1 token; ties
-    with the k_i-th largest kept). u (B, T) from model.js_uniqueness."""
+    with the k_i-th largest kept). u (B, T) from js_uniqueness."""
     alive = mask.bool()
     k = _ceil_frac(frac, alive.sum(-1)).clamp(min=1)  # (B,) k_i
     u_sorted = u.masked_fill(~alive, float("-inf")).sort(-1, descending=True).values  # (B, T)

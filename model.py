@@ -1,20 +1,13 @@
 """
 The policy: loading any Hugging Face causal LM and its tokenizer, the embedded tiny default
-(a Llama-shaped model trained from scratch with a character-level tokenizer), its warm start by
-supervised training on solver-generated Countdown solutions, per-token log-probs / entropies, and
-ICT's per-token JS uniqueness.
+(a Llama-shaped model with a character-level tokenizer; its supervised warm start is warmstart.py),
+and per-token log-probs / entropies.
 """
-import math
 import os
-import random
-import shutil
-import time
 
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
-
-from loss import group_uniqueness
 
 # ----------------------------------------------------------------------------- tokenizer
 SPECIAL = ["<pad>", "<bos>", "<eos>", "<unk>"]
@@ -122,66 +115,3 @@ def response_logprobs(model, input_ids, attention_mask, n_prompt, temperature=1.
         logps.append(lp)
         ents.append(en)
     return torch.cat(logps).view(B, T), torch.cat(ents).view(B, T)
-
-
-@torch.no_grad()
-def js_uniqueness(model, input_ids, attention_mask, n_prompt, response_mask, G, temperature=1.0):
-    """ICT's per-token uniqueness u_{i,t} = JS(pi(.|i,t) || P_avg(.|t)) (loss.group_uniqueness), P_avg
-    the mean over the group's alive responses at position t. Returns u (B, T), 0 on dead tokens.
-    Needs every response's full next-token distribution, so like response_logprobs it never holds
-    (B, T, V): one group at a time (one forward of G rows), and over chunks of positions so that at
-    most MAX_LOGITS_PER_CHUNK float32 logits (G, t_chunk, V) exist at once (plus a few temporaries)."""
-    B, T = response_mask.shape
-    u = torch.zeros(B, T, device=response_mask.device)
-    for g in range(0, B, G):  # rows g..g+G-1: one prompt's group
-        hidden, lm_head = _response_hidden(model, input_ids[g:g + G], attention_mask[g:g + G], n_prompt)
-        t_chunk = max(1, MAX_LOGITS_PER_CHUNK // (G * lm_head.weight.shape[0]))
-        for t in range(0, T, t_chunk):
-            logits = _logits(hidden[:, t:t + t_chunk], lm_head, temperature)  # (G, t_chunk, V)
-            alive = response_mask[g:g + G, t:t + t_chunk]  # (G, t_chunk)
-            u[g:g + G, t:t + t_chunk] = group_uniqueness(logits.softmax(-1), alive)
-    return u
-
-
-# ----------------------------------------------------------------------------- warm start
-def warm_start(out_dir, problems, steps=2000, batch_size=64, lr=3e-3, seed=0, template="tiny",
-               device="cpu", log=print):
-    """Supervised warm start of the tiny model, saved with save_pretrained. For Countdown each example
-    is one problem with one of its solver solutions drawn uniformly, so a problem with many solutions
-    teaches the model many answers: the diversity that RL can later keep or lose. Few enough steps
-    that the model is far from solving the task (see README)."""
-    import tasks
-    from tqdm import tqdm
-    torch.manual_seed(seed)
-    rng = random.Random(seed)
-    tokenizer = char_tokenizer()
-    model = tiny_model(tokenizer).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1, betas=(0.9, 0.95))
-    eos = tokenizer.eos_token
-    t0 = time.time()
-    for step in (bar := tqdm(range(steps), desc="warm start", dynamic_ncols=True)):
-        batch = rng.sample(problems, batch_size)
-        prompts = [tasks.prompt(p, template) for p in batch]
-        answers = [tasks.sft_completion(p, rng) + eos for p in batch]
-        enc = tokenizer([p + a for p, a in zip(prompts, answers)], return_tensors="pt",
-                        padding=True, padding_side="right").to(device)
-        labels = enc.input_ids.clone()
-        for i, p in enumerate(prompts):  # loss on the answer only, not on the prompt or padding
-            labels[i, :len(p)] = -100
-        labels[enc.attention_mask == 0] = -100
-        for g in opt.param_groups:  # cosine decay to 10%
-            g["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
-        loss = model(**enc, labels=labels).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    tmp = out_dir.rstrip("/") + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)  # a killed warm start never leaves a half-written model behind
-    log(f"warm start: {steps} steps in {time.time() - t0:.0f}s, final loss {loss.item():.3f} -> {out_dir}")

@@ -40,8 +40,9 @@ import loss as L
 import tasks
 from configurator import configure
 from eval import evaluate, format_table, merge_results
-from model import js_uniqueness, load_policy, response_logprobs, warm_start
+from model import load_policy, response_logprobs
 from rollout import rollout
+from warmstart import warm_start
 
 # ----------------------------------------------------------------------------- config
 # I/O
@@ -251,7 +252,7 @@ for step in bar:
     u = None  # ICT uniqueness (B, T): needs the full next-token distributions, one more no-grad pass
     if select == "ict":
         with ctx:
-            u = js_uniqueness(model, ro.input_ids, ro.attention_mask, ro.n_prompt, mask, group_size, temperature)
+            u = L.js_uniqueness(model, ro.input_ids, ro.attention_mask, ro.n_prompt, mask, group_size, temperature)
     weight = L.token_weights(select, mask, ro.entropy, ro.old_logp, adv, correct, u, top_entropy_frac, stapo_q)
     denom = L.normaliser(weight, agg, ddp)  # kept tokens (token-mean) or sequences with one, whole global batch
     ref_logp = torch.zeros_like(ro.old_logp)
