@@ -84,21 +84,37 @@ def kl_k3(logp, ref_logp):
     return torch.exp(d) - d - 1  # (B, T), >= 0
 
 
+AGGS = ("token-mean", "seq-mean", "constant")
+
+
 def aggregate(per_token, weight, agg, denom):
     """Sum of per-token losses over a micro-batch divided by the *whole batch's* normaliser `denom`
     (see normaliser), so micro-batches with gradient accumulation give exactly the full-batch loss.
     weight (B, T) is the response mask, or a mask of kept tokens for token-selection methods."""
-    if agg == "token-mean":  # (1 / sum_i |y_i|) sum_i sum_t  (GRPO, token-mean)
+    if agg in ("token-mean", "constant"):  # (1 / denom) sum_i sum_t; they differ only in denom
         return (per_token * weight).sum() / denom
     if agg == "seq-mean":  # (1 / n_seq) sum_i (1/|y_i|) sum_t  (original GRPO paper)
         return ((per_token * weight).sum(-1) / weight.sum(-1).clamp(min=1)).sum() / denom
-    raise ValueError(f"agg must be 'token-mean' or 'seq-mean', got {agg!r}")
+    raise ValueError(f"agg must be one of {AGGS}, got {agg!r}")
 
 
-def normaliser(weight, agg, distributed=False):
-    """The batch-level denominator that goes with aggregate(): kept tokens, or sequences. distributed:
-    summed over the data-parallel ranks, so the ranks' losses add up to the global batch's loss."""
-    n = (weight.sum() if agg == "token-mean" else (weight.sum(-1) > 0).sum()).float()
+def normaliser(weight, agg, distributed=False, max_len=None):
+    """The batch-level denominator that goes with aggregate():
+      'token-mean'  kept tokens, sum_i |y_i|  (GRPO as TRL/verl run it; DAPO)
+      'seq-mean'    sequences with a kept token  (the original GRPO paper)
+      'constant'    n_seq * max_len, the same whatever the responses' lengths (Dr.GRPO's published
+                    form, TRL's loss_type='dr_grpo'): a token's weight no longer depends on how long
+                    its response or the batch's responses are. max_len is max_new_tokens.
+    distributed: summed over the data-parallel ranks, so the ranks' losses add up to the global batch's."""
+    if agg == "token-mean":
+        n = weight.sum()
+    elif agg == "seq-mean":
+        n = (weight.sum(-1) > 0).sum()
+    elif agg == "constant":
+        n = torch.tensor(weight.shape[0] * max_len, device=weight.device)
+    else:
+        raise ValueError(f"agg must be one of {AGGS}, got {agg!r}")
+    n = n.float()
     if distributed:
         torch.distributed.all_reduce(n)
     return n.clamp(min=1)
@@ -112,6 +128,28 @@ def policy_loss(logp, old_logp, adv, weight, denom, agg="token-mean", eps_low=0.
     if kl_coef > 0:
         loss = loss + kl_coef * aggregate(kl_k3(logp, ref_logp), weight, agg, denom)
     return loss
+
+
+def ratio_stats(logp, old_logp, adv, mask, eps_low=0.2, eps_high=0.2):
+    """Diagnostics of one update on one micro-batch: sums over its response tokens (train.py divides
+    by the step's token count), as a tensor [clipped low, clipped high, KL(pi_old || pi_theta)].
+    A token counts as clipped where the clip decides min() and so zeroes its gradient (as TRL counts
+    it): rho < 1 - eps_low with A < 0 (low), rho > 1 + eps_high with A > 0 (high). The KL is the k3
+    estimate for samples drawn from pi_old: (rho - 1) - log rho = kl_k3 with the two policies swapped.
+    With ppo_epochs = 1, rho = 1 up to numerics and all three are ~0."""
+    logp, old_logp = logp.detach(), old_logp.detach()
+    ratio = torch.exp(logp - old_logp)  # rho_{i,t}
+    low = ((ratio < 1 - eps_low) & (adv < 0)).to(mask.dtype)
+    high = ((ratio > 1 + eps_high) & (adv > 0)).to(mask.dtype)
+    kl = kl_k3(old_logp, logp)  # exp(log rho) - log rho - 1
+    return torch.stack([(low * mask).sum(), (high * mask).sum(), (kl * mask).sum()])
+
+
+def zero_advantage_frac(rewards, G):
+    """Fraction of groups whose G rewards are all equal: there GRPO's A_i = 0 for every response, so
+    only DS's term (or a KL / entropy term) moves them."""
+    r = rewards.view(-1, G)  # (B/G, G)
+    return (r.max(-1).values == r.min(-1).values).float().mean()
 
 
 # ----------------------------------------------------------------------------- uniform smoothing baselines

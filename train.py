@@ -80,7 +80,7 @@ ppo_epochs = 1  # optimizer steps per rollout batch; 1 = on-policy, the ratio is
 micro_batch_size = 128  # responses per forward/backward (gradient accumulation over the batch)
 eps_low = 0.2
 eps_high = 0.2  # > eps_low is DAPO's clip-higher
-agg = "token-mean"  # 'token-mean' or 'seq-mean'
+agg = "token-mean"  # 'token-mean', 'seq-mean' or 'constant' (/ n_seq * max_new_tokens: Dr.GRPO as published)
 scale_std = True  # False = Dr.GRPO (no std division of the advantage)
 kl_coef = 0.0  # k3 KL to the initial policy; the reference model is loaded only when > 0
 entropy_coef = 0.01  # c of 'entropy-bonus' (loss -= c H) and 'entropy-penalty' (loss += c H), the usual 1e-3..1e-2
@@ -120,6 +120,8 @@ master = rank == 0  # only rank 0 logs, evaluates the merged results and checkpo
 ALGOS = ("grpo", "dr-grpo", "ds-grpo", "entropy-bonus", "entropy-penalty", "20-entropy", "stapo", "ict")
 if algo not in ALGOS:
     raise SystemExit(f"algo must be one of {ALGOS}, got {algo!r}")
+if agg not in L.AGGS:
+    raise SystemExit(f"agg must be one of {L.AGGS}, got {agg!r}")
 if min(prompts_per_step, micro_batch_size, max_new_tokens, eval_n, final_eval_n, eval_batch_rows) < 1:
     raise SystemExit("prompts_per_step, micro_batch_size, max_new_tokens, eval_n, eval_batch_rows must be >= 1")
 if group_size < 2:
@@ -254,7 +256,7 @@ for step in bar:
         with ctx:
             u = L.js_uniqueness(model, ro.input_ids, ro.attention_mask, ro.n_prompt, mask, group_size, temperature)
     weight = L.token_weights(select, mask, ro.entropy, ro.old_logp, adv, correct, u, top_entropy_frac, stapo_q)
-    denom = L.normaliser(weight, agg, ddp)  # kept tokens (token-mean) or sequences with one, whole global batch
+    denom = L.normaliser(weight, agg, ddp, max_new_tokens)  # of the whole global batch (see loss.normaliser)
     ref_logp = torch.zeros_like(ro.old_logp)
     if ref_model is not None:
         with torch.no_grad(), ctx:
@@ -262,6 +264,7 @@ for step in bar:
                                             micro_batch_size)
 
     # 4. update: ppo_epochs optimizer steps, each over the whole batch in micro-batches
+    ratio_sums = torch.zeros(3, device=device)  # clipped low / high, KL(pi_old || pi_theta), over all updates
     for _ in range(ppo_epochs):
         loss_sum = 0.0
         for idx in torch.arange(len(rewards), device=device).split(micro_batch_size):
@@ -271,6 +274,7 @@ for step in bar:
                 loss = L.policy_loss(logp, ro.old_logp[idx], adv[idx], weight[idx], denom, agg, eps_low,
                                      eps_high, ref_logp[idx], kl_coef)
                 loss = loss + L.entropy_term(algo, entropy, weight[idx], agg, denom, entropy_coef)  # -/+ c H_bar
+            ratio_sums += L.ratio_stats(logp, ro.old_logp[idx], adv[idx], mask[idx], eps_low, eps_high)
             if not torch.isfinite(loss):
                 raise SystemExit(f"step {step}: the loss is {loss.item()}; nothing from this step was saved "
                                  f"(last checkpoint: {ckpt_dir}). Try a lower lr or grad_clip.")
@@ -292,6 +296,7 @@ for step in bar:
     seq_L = L.seq_logprob(ro.old_logp, mask)
     ds = L.ds_term(correct, seq_L, alpha, beta) if algo == "ds-grpo" else torch.zeros_like(seq_L)  # the 'seq' form
     tok_c, tok_w = mask * correct[:, None], mask * (1 - correct[:, None])  # tokens of correct / wrong responses
+    clip_low, clip_high, kl_old = (ratio_sums / (mask.sum() * ppo_epochs).clamp(min=1)).tolist()
     record = {
         "step": step + 1, "loss": loss_sum, "reward": rewards.mean().item(), "accuracy": correct.mean().item(),
         "entropy": ((ro.entropy * mask).sum() / mask.sum()).item(),
@@ -301,6 +306,8 @@ for step in bar:
         "kept_frac": (weight.sum() / mask.sum()).item(),  # response tokens that got gradient
         "entropy_correct": (ro.entropy * tok_c).sum().item() / max(tok_c.sum().item(), 1),
         "entropy_incorrect": (ro.entropy * tok_w).sum().item() / max(tok_w.sum().item(), 1),
+        "clip_low": clip_low, "clip_high": clip_high, "kl_old": kl_old,  # fractions of tokens; mean k3 KL
+        "zero_adv_groups": L.zero_advantage_frac(rewards, group_size).item(),  # all-equal rewards: GRPO A_i = 0
         "grad_norm": grad_norm.item(), "time_rollout": t1 - t0, "time_reward": t2 - t1, "time_train": t3 - t2,
     }
     if ddp:  # the global batch's figures: mean over ranks (equal shares), the loss summed
