@@ -1,7 +1,7 @@
 """
 The policy: loading any Hugging Face causal LM and its tokenizer, the embedded tiny default
 (a Llama-shaped model with a character-level tokenizer; its supervised warm start is warmstart.py),
-and per-token log-probs / entropies.
+optional LoRA adapters (peft), and per-token log-probs / entropies.
 """
 import os
 
@@ -41,12 +41,18 @@ def tiny_model(tokenizer, n_layer=4, n_embd=128, n_head=4, block_size=128):
 # ----------------------------------------------------------------------------- loading
 def load_policy(name_or_path, device="cpu", dtype=torch.float32):
     """Any AutoModelForCausalLM and its tokenizer, by hub name or local path. Tokenizers without a
-    pad token get EOS as pad; padding is on the left, which batched generation needs."""
+    pad token get EOS as pad; padding is on the left, which batched generation needs. A LoRA
+    checkpoint (a directory with adapter_config.json) loads as its base model with the adapter merged
+    in, so eval.py and merge_lora.py take it like any other checkpoint."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     name_or_path = os.path.expanduser(name_or_path)
     if name_or_path.startswith((".", "/")) and not os.path.isdir(name_or_path):
         raise SystemExit(f"model path {name_or_path!r} does not exist: give a local directory "
                          f"with config.json or a hub name like 'Qwen/Qwen2.5-0.5B-Instruct'")
+    if os.path.exists(os.path.join(name_or_path, "adapter_config.json")):
+        from peft import PeftConfig, PeftModel
+        model, tokenizer = load_policy(PeftConfig.from_pretrained(name_or_path).base_model_name_or_path, device, dtype)
+        return PeftModel.from_pretrained(model, name_or_path).merge_and_unload(), tokenizer
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, padding_side="left")
         model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype).to(device)
@@ -56,6 +62,44 @@ def load_policy(name_or_path, device="cpu", dtype=torch.float32):
         tokenizer.pad_token = tokenizer.eos_token
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+# ----------------------------------------------------------------------------- LoRA
+# With LoRA the policy stays the plain HF model: peft injects the adapters into its linear layers in
+# place, so the rollout, the log-probs and the loss run unchanged, and only the adapters train.
+# Checkpoints hold only the adapter, in the files PeftModel.save_pretrained writes (its weight names
+# start with PEFT_PREFIX, where PeftModel keeps the wrapped model), so PeftModel.from_pretrained reads them.
+PEFT_PREFIX = "base_model.model."
+
+
+def add_lora(model, rank, alpha, target_modules="all-linear", adapter_dir=None):
+    """LoRA adapters of rank `rank`, output scaled by alpha / rank, on `target_modules` ('all-linear':
+    every linear layer but the LM head; or comma-separated names such as 'q_proj,v_proj'). adapter_dir:
+    the adapter a checkpoint saved, loaded trainable (resume). Returns the same model object."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+    if adapter_dir:
+        return PeftModel.from_pretrained(model, adapter_dir, is_trainable=True).get_base_model()
+    base = model.name_or_path  # recorded in the adapter config; absolute, so merging works from any directory
+    targets = target_modules if target_modules == "all-linear" else [m.strip() for m in target_modules.split(",")]
+    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, task_type="CAUSAL_LM",
+                        base_model_name_or_path=os.path.abspath(base) if os.path.isdir(base) else base)
+    try:
+        return get_peft_model(model, config).get_base_model()
+    except ValueError as e:  # e.g. a target module name the model does not have
+        raise SystemExit(f"lora_target_modules={target_modules!r}: {str(e).splitlines()[0]}")
+
+
+def save_policy(model, tokenizer, path):
+    """save_pretrained of the model (or, with LoRA adapters, of the adapter only) and the tokenizer."""
+    if hasattr(model, "peft_config"):  # set by peft on the model it injected adapters into
+        from peft import get_peft_model_state_dict
+        from safetensors.torch import save_file
+        model.peft_config["default"].save_pretrained(path)  # adapter_config.json
+        weights = {PEFT_PREFIX + k: v.contiguous() for k, v in get_peft_model_state_dict(model).items()}
+        save_file(weights, os.path.join(path, "adapter_model.safetensors"))
+    else:
+        model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
 
 
 # ----------------------------------------------------------------------------- log-probs

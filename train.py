@@ -40,7 +40,7 @@ import loss as L
 import tasks
 from configurator import configure
 from eval import evaluate, format_table, merge_results
-from model import load_policy, response_logprobs
+from model import add_lora, load_policy, response_logprobs, save_policy
 from rollout import rollout
 from warmstart import warm_start
 
@@ -91,6 +91,9 @@ ict_warmup_steps = 20  # Theta of 'ict': dense GRPO steps before the sparse sele
 device = "cuda" if torch.cuda.is_available() else "cpu"
 dtype = "bfloat16" if torch.cuda.is_available() else "float32"  # autocast dtype; weights stay float32
 gradient_checkpointing = False
+lora_rank = 0  # > 0: train LoRA adapters of this rank instead of every weight (a 7B model on one GPU)
+lora_alpha = 32  # the adapters' output is scaled by lora_alpha / lora_rank
+lora_target_modules = "all-linear"  # every linear layer but the LM head, or names: 'q_proj,k_proj,v_proj,o_proj'
 compile = False  # torch.compile the rollout's decode step (CUDA graphs on a GPU; one-time cost, see bench.py)
 config = configure(globals(), sys.argv[1:])
 state = None  # what a resumed run restores: step, optimizer, RNG, its config
@@ -156,7 +159,9 @@ if init_from == "tiny":
         dist.barrier()  # the other ranks wait for rank 0's warm start
 elif init_from == "resume":
     policy_source = ckpt_dir
-model, tokenizer = load_policy(policy_source, device)
+model, tokenizer = load_policy(state["ref_source"] if lora_rank and state else policy_source, device)
+if lora_rank:  # a resumed run puts its saved adapter back on the base model
+    model = add_lora(model, lora_rank, lora_alpha, lora_target_modules, ckpt_dir if state else None)
 if gradient_checkpointing:
     model.gradient_checkpointing_enable()
 ref_model = None
@@ -197,8 +202,7 @@ def save_checkpoint(step):
     so a run killed at any moment leaves the previous complete checkpoint (or the new one)."""
     tmp, old = ckpt_dir + ".tmp", ckpt_dir + ".old"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
+    save_policy(model, tokenizer, tmp)  # with LoRA, the adapter only
     torch.save({"step": step, "optimizer": optimizer.state_dict(), "python_rng": rng.getstate(),
                 "torch_rng": torch.get_rng_state(), "config": config, "ref_source": ref_source,
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
