@@ -56,6 +56,9 @@ final_eval_n = 64  # samples per problem in the final evaluation
 eval_batch_rows = 512  # responses generated at once in evaluation (lower it for long responses)
 ckpt_interval = 50  # steps between checkpoints (and at the end)
 log_interval = 10  # steps between lines on stdout (every step goes to out/metrics.jsonl)
+wandb_log = False  # also send every metrics.jsonl record to Weights & Biases (WANDB_MODE=offline: files only)
+wandb_project = "ds-grpo"
+wandb_run_name = ""  # '' = wandb picks one
 seed = 1337
 # data
 task = "countdown"  # 'countdown' or 'math'
@@ -188,6 +191,9 @@ if master and state and os.path.exists(metrics_path):  # drop what the killed ru
         records = [json.loads(line) for line in f]
     with open(metrics_path, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in records if r.get("step", r.get("eval_step")) <= start_step)
+if wandb_log and master:  # the run's files go to out_dir/wandb
+    import wandb
+    wandb.init(project=wandb_project, name=wandb_run_name or None, config=config, dir=out_dir)
 
 
 def log_json(record):
@@ -195,6 +201,11 @@ def log_json(record):
         return
     with open(metrics_path, "a") as f:
         f.write(json.dumps(record) + "\n")
+    if wandb_log:  # the scalars, pass@k as pass@<k>; eval/ on evaluations (both kinds have 'accuracy', 'entropy')
+        pre = "eval/" if "eval_step" in record else ""
+        flat = {**record, **{f"pass@{k}": v for k, v in record.get("pass@k", {}).items()}}
+        wandb.log({pre + k: v for k, v in flat.items() if type(v) in (int, float)},
+                  step=record.get("step", record.get("eval_step")))
 
 
 def save_checkpoint(step):
@@ -346,4 +357,6 @@ if ddp:  # the ranks must hold the same parameters: same start, same summed grad
 if master:
     with open(os.path.join(out_dir, "final_eval.json"), "w") as f:
         json.dump({"algo": algo, "config": config, "world_size": world, **final}, f, indent=2)
+if master and wandb_log:
+    wandb.finish()
 log(f"done: final pass@1 {final['pass@k'][1]:.4f}, checkpoint in {ckpt_dir}")
