@@ -1,7 +1,8 @@
 """
 GRPO, Differential-Smoothing GRPO (DS-GRPO) and the baselines it is compared with, written to be read
-next to ../shared/PAPERS.md. Equation names in the comments (DS-Eq.4, DS-Eq.6, GRPO) are the ones used
-there; the token-selection methods (20-Entropy, STAPO/S2T, ICT) are its section 3.
+next to METHODS.md, which has each method's equation, constants and the readings taken where the papers
+are ambiguous. Equation names in the comments (DS-Eq.4, DS-Eq.6) are the ones used there; the uniform
+entropy heuristics are its section 4, the token-selection methods (20-Entropy, STAPO/S2T, ICT) section 5.
 
 Shapes: B = number of responses in the batch (prompts x G, groups contiguous), T = response length.
   rewards, correct      (B,)    scalar reward r_i, and 1[r_i = 1] as a float
@@ -154,7 +155,7 @@ def zero_advantage_frac(rewards, G):
 
 # ----------------------------------------------------------------------------- uniform smoothing baselines
 def entropy_term(algo, entropy, weight, agg, denom, coef):
-    """The uniform heuristics of PAPERS.md section 2, added to the policy loss on ALL tokens:
+    """The uniform heuristics of METHODS.md section 4, added to the policy loss on ALL tokens:
       'entropy-bonus'    -coef * H_bar  (raises entropy everywhere: diversity, but mass onto wrong answers)
       'entropy-penalty'  +coef * H_bar  (lowers entropy everywhere: correctness, but less diversity)
     H_bar = aggregate(H_{i,t}) with the policy loss's own normaliser, so micro-batches stay exact.
@@ -190,7 +191,7 @@ def entropy_keep_mask(entropy, mask, frac=0.2):
 
 
 STAPO_TAU_P = 0.002  # tau_p: "low probability" is pi_old(y_t) < 0.002
-STAPO_Q = 0.75  # q for tau_h; one source says 0.8 (PAPERS.md section 3)
+STAPO_Q = 0.75  # q for tau_h; one source says 0.8 (METHODS.md section 5)
 
 
 def stapo_keep_mask(old_logp, entropy, adv, correct, mask, tau_p=STAPO_TAU_P, q=STAPO_Q):

@@ -1,5 +1,5 @@
-"""The baselines DS-GRPO is compared with, by example: entropy bonus / penalty (PAPERS.md section 2,
-"uniform heuristics") and the token-selection methods 20-Entropy, STAPO/S2T and ICT (section 3).
+"""The baselines DS-GRPO is compared with, by example: entropy bonus / penalty (METHODS.md section 4,
+"uniform heuristics") and the token-selection methods 20-Entropy, STAPO/S2T and ICT (section 5).
 Every number is worked out by hand on tiny tensors (2 groups, vocab 3), as in ../test_loss.py."""
 import math
 
