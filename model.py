@@ -72,10 +72,11 @@ def load_policy(name_or_path, device="cpu", dtype=torch.float32):
 PEFT_PREFIX = "base_model.model."
 
 
-def add_lora(model, rank, alpha, target_modules="all-linear", adapter_dir=None):
+def add_lora(model, rank, alpha, target_modules="all-linear", adapter_dir=None, seed=0):
     """LoRA adapters of rank `rank`, output scaled by alpha / rank, on `target_modules` ('all-linear':
     every linear layer but the LM head; or comma-separated names such as 'q_proj,v_proj'). adapter_dir:
-    the adapter a checkpoint saved, loaded trainable (resume). Returns the same model object."""
+    the adapter a checkpoint saved, loaded trainable (resume). The random initial adapter comes from
+    `seed` alone, so every data-parallel rank builds the same one. Returns the same model object."""
     from peft import LoraConfig, PeftModel, get_peft_model
     if adapter_dir:
         return PeftModel.from_pretrained(model, adapter_dir, is_trainable=True).get_base_model()
@@ -83,8 +84,11 @@ def add_lora(model, rank, alpha, target_modules="all-linear", adapter_dir=None):
     targets = target_modules if target_modules == "all-linear" else [m.strip() for m in target_modules.split(",")]
     config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, task_type="CAUSAL_LM",
                         base_model_name_or_path=os.path.abspath(base) if os.path.isdir(base) else base)
+    devices = [model.device] if model.device.type == "cuda" else []
     try:
-        return get_peft_model(model, config).get_base_model()
+        with torch.random.fork_rng(devices=devices):  # and the caller's random stream is left as it was
+            torch.manual_seed(seed)
+            return get_peft_model(model, config).get_base_model()
     except ValueError as e:  # e.g. a target module name the model does not have
         raise SystemExit(f"lora_target_modules={target_modules!r}: {str(e).splitlines()[0]}")
 

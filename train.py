@@ -164,7 +164,7 @@ elif init_from == "resume":
     policy_source = ckpt_dir
 model, tokenizer = load_policy(state["ref_source"] if lora_rank and state else policy_source, device)
 if lora_rank:  # a resumed run puts its saved adapter back on the base model
-    model = add_lora(model, lora_rank, lora_alpha, lora_target_modules, ckpt_dir if state else None)
+    model = add_lora(model, lora_rank, lora_alpha, lora_target_modules, ckpt_dir if state else None, seed)
 if gradient_checkpointing:
     model.gradient_checkpointing_enable()
 ref_model = None

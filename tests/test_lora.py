@@ -1,6 +1,8 @@
 """LoRA (--lora_rank > 0) end to end on the tiny model and on the random Qwen2 of test_hf_path: only the
-adapter trains and is checkpointed, a resumed run continues exactly where it stopped, and merge_lora.py
-writes a plain model that transformers loads and that computes what base + adapter computed."""
+adapter trains and is checkpointed, a resumed run continues exactly where it stopped, torchrun ranks stay
+identical, and merge_lora.py writes a plain model that transformers loads and that computes what base +
+adapter computed."""
+import json
 import os
 import shutil
 import subprocess
@@ -14,6 +16,7 @@ from torch.testing import assert_close
 import tasks
 from model import load_policy
 from warmstart import warm_start
+from test_ddp import torchrun
 from test_hf_path import CHAT_TEMPLATE, qwen_dir  # noqa: F401 (a fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -103,3 +106,13 @@ def test_lora_bad_target_module_is_a_one_line_error(qwen_dir, tmp_path):  # noqa
             "--lora_target_modules=no_such_proj", "--n_problems=50", check=False)
     assert p.returncode != 0 and "Traceback" not in p.stderr
     assert "lora_target_modules='no_such_proj'" in p.stderr.strip().splitlines()[-1]
+
+
+def test_lora_under_torchrun_ranks_stay_identical(tmp_path):
+    # every rank builds its own adapter: they must start (and so stay) the same, whatever each rank's seed
+    out = str(tmp_path / "run")
+    torchrun("train.py", f"--out_dir={out}", "--lora_rank=4", "--lora_alpha=8", "--lr=1e-2", "--prompts_per_step=4",
+             *[a for a in TINY if not a.startswith(("--prompts_per_step", "--lora", "--lr"))], "--max_steps=2")
+    final = json.load(open(os.path.join(out, "final_eval.json")))
+    assert final["world_size"] == 2 and final["ddp_max_param_diff"] == 0.0
+    assert os.path.exists(os.path.join(out, "ckpt", "adapter_model.safetensors"))
