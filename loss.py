@@ -1,7 +1,8 @@
 """
 GRPO, Differential-Smoothing GRPO (DS-GRPO) and the baselines it is compared with, written to be read
-next to ../shared/PAPERS.md. Equation names in the comments (DS-Eq.4, DS-Eq.6, GRPO) are the ones used
-there; the token-selection methods (20-Entropy, STAPO/S2T, ICT) are its section 3.
+next to METHODS.md, which has each method's equation, constants and the readings taken where the papers
+are ambiguous. Equation names in the comments (DS-Eq.4, DS-Eq.6) are the ones used there; the uniform
+entropy heuristics are its section 4, the token-selection methods (20-Entropy, STAPO/S2T, ICT) section 5.
 
 Shapes: B = number of responses in the batch (prompts x G, groups contiguous), T = response length.
   rewards, correct      (B,)    scalar reward r_i, and 1[r_i = 1] as a float
@@ -14,6 +15,8 @@ Every function is a few lines; train.py picks the method with `algo`.
 import math
 
 import torch
+
+import model  # the policy's forward, for ICT's uniqueness (js_uniqueness)
 
 
 # ----------------------------------------------------------------------------- advantages
@@ -92,21 +95,37 @@ def kl_k3(logp, ref_logp):
     return torch.exp(d) - d - 1  # (B, T), >= 0
 
 
+AGGS = ("token-mean", "seq-mean", "constant")
+
+
 def aggregate(per_token, weight, agg, denom):
     """Sum of per-token losses over a micro-batch divided by the *whole batch's* normaliser `denom`
     (see normaliser), so micro-batches with gradient accumulation give exactly the full-batch loss.
     weight (B, T) is the response mask, or a mask of kept tokens for token-selection methods."""
-    if agg == "token-mean":  # (1 / sum_i |y_i|) sum_i sum_t  (GRPO, token-mean)
+    if agg in ("token-mean", "constant"):  # (1 / denom) sum_i sum_t; they differ only in denom
         return (per_token * weight).sum() / denom
     if agg == "seq-mean":  # (1 / n_seq) sum_i (1/|y_i|) sum_t  (original GRPO paper)
         return ((per_token * weight).sum(-1) / weight.sum(-1).clamp(min=1)).sum() / denom
-    raise ValueError(f"agg must be 'token-mean' or 'seq-mean', got {agg!r}")
+    raise ValueError(f"agg must be one of {AGGS}, got {agg!r}")
 
 
-def normaliser(weight, agg, distributed=False):
-    """The batch-level denominator that goes with aggregate(): kept tokens, or sequences. distributed:
-    summed over the data-parallel ranks, so the ranks' losses add up to the global batch's loss."""
-    n = (weight.sum() if agg == "token-mean" else (weight.sum(-1) > 0).sum()).float()
+def normaliser(weight, agg, distributed=False, max_len=None):
+    """The batch-level denominator that goes with aggregate():
+      'token-mean'  kept tokens, sum_i |y_i|  (GRPO as TRL/verl run it; DAPO)
+      'seq-mean'    sequences with a kept token  (the original GRPO paper)
+      'constant'    n_seq * max_len, the same whatever the responses' lengths (Dr.GRPO's published
+                    form, TRL's loss_type='dr_grpo'): a token's weight no longer depends on how long
+                    its response or the batch's responses are. max_len is max_new_tokens.
+    distributed: summed over the data-parallel ranks, so the ranks' losses add up to the global batch's."""
+    if agg == "token-mean":
+        n = weight.sum()
+    elif agg == "seq-mean":
+        n = (weight.sum(-1) > 0).sum()
+    elif agg == "constant":
+        n = torch.tensor(weight.shape[0] * max_len, device=weight.device)
+    else:
+        raise ValueError(f"agg must be one of {AGGS}, got {agg!r}")
+    n = n.float()
     if distributed:
         torch.distributed.all_reduce(n)
     return n.clamp(min=1)
@@ -122,9 +141,31 @@ def policy_loss(logp, old_logp, adv, weight, denom, agg="token-mean", eps_low=0.
     return loss
 
 
+def ratio_stats(logp, old_logp, adv, mask, eps_low=0.2, eps_high=0.2):
+    """Diagnostics of one update on one micro-batch: sums over its response tokens (train.py divides
+    by the step's token count), as a tensor [clipped low, clipped high, KL(pi_old || pi_theta)].
+    A token counts as clipped where the clip decides min() and so zeroes its gradient (as TRL counts
+    it): rho < 1 - eps_low with A < 0 (low), rho > 1 + eps_high with A > 0 (high). The KL is the k3
+    estimate for samples drawn from pi_old: (rho - 1) - log rho = kl_k3 with the two policies swapped.
+    With ppo_epochs = 1, rho = 1 up to numerics and all three are ~0."""
+    logp, old_logp = logp.detach(), old_logp.detach()
+    ratio = torch.exp(logp - old_logp)  # rho_{i,t}
+    low = ((ratio < 1 - eps_low) & (adv < 0)).to(mask.dtype)
+    high = ((ratio > 1 + eps_high) & (adv > 0)).to(mask.dtype)
+    kl = kl_k3(old_logp, logp)  # exp(log rho) - log rho - 1
+    return torch.stack([(low * mask).sum(), (high * mask).sum(), (kl * mask).sum()])
+
+
+def zero_advantage_frac(rewards, G):
+    """Fraction of groups whose G rewards are all equal: there GRPO's A_i = 0 for every response, so
+    only DS's term (or a KL / entropy term) moves them."""
+    r = rewards.view(-1, G)  # (B/G, G)
+    return (r.max(-1).values == r.min(-1).values).float().mean()
+
+
 # ----------------------------------------------------------------------------- uniform smoothing baselines
 def entropy_term(algo, entropy, weight, agg, denom, coef):
-    """The uniform heuristics of PAPERS.md section 2, added to the policy loss on ALL tokens:
+    """The uniform heuristics of METHODS.md section 4, added to the policy loss on ALL tokens:
       'entropy-bonus'    -coef * H_bar  (raises entropy everywhere: diversity, but mass onto wrong answers)
       'entropy-penalty'  +coef * H_bar  (lowers entropy everywhere: correctness, but less diversity)
     H_bar = aggregate(H_{i,t}) with the policy loss's own normaliser, so micro-batches stay exact.
@@ -160,7 +201,7 @@ def entropy_keep_mask(entropy, mask, frac=0.2):
 
 
 STAPO_TAU_P = 0.002  # tau_p: "low probability" is pi_old(y_t) < 0.002
-STAPO_Q = 0.75  # q for tau_h; one source says 0.8 (PAPERS.md section 3)
+STAPO_Q = 0.75  # q for tau_h; one source says 0.8 (METHODS.md section 5)
 
 
 def stapo_keep_mask(old_logp, entropy, adv, correct, mask, tau_p=STAPO_TAU_P, q=STAPO_Q):
@@ -198,12 +239,31 @@ def group_uniqueness(probs, alive):
     return js_divergence(probs, p_avg.expand_as(probs)) * alive  # (G, t)
 
 
+@torch.no_grad()
+def js_uniqueness(policy, input_ids, attention_mask, n_prompt, response_mask, G, temperature=1.0):
+    """ICT's per-token uniqueness u_{i,t} = JS(pi(.|i,t) || P_avg(.|t)) (group_uniqueness above), P_avg
+    the mean over the group's alive responses at position t. Returns u (B, T), 0 on dead tokens.
+    Needs every response's full next-token distribution, so like model.response_logprobs it never holds
+    (B, T, V): one group at a time (one forward of G rows), and over chunks of positions so that at
+    most MAX_LOGITS_PER_CHUNK float32 logits (G, t_chunk, V) exist at once (plus a few temporaries)."""
+    B, T = response_mask.shape
+    u = torch.zeros(B, T, device=response_mask.device)
+    for g in range(0, B, G):  # rows g..g+G-1: one prompt's group
+        hidden, lm_head = model._response_hidden(policy, input_ids[g:g + G], attention_mask[g:g + G], n_prompt)
+        t_chunk = max(1, model.MAX_LOGITS_PER_CHUNK // (G * lm_head.weight.shape[0]))
+        for t in range(0, T, t_chunk):
+            logits = model._logits(hidden[:, t:t + t_chunk], lm_head, temperature)  # (G, t_chunk, V)
+            alive = response_mask[g:g + G, t:t + t_chunk]  # (G, t_chunk)
+            u[g:g + G, t:t + t_chunk] = group_uniqueness(logits.softmax(-1), alive)
+    return u
+
+
 ICT_FRAC = 0.1  # keep the top 10% of tokens by u, per sequence
 
 
 def ict_keep_mask(u, mask, frac=ICT_FRAC):
     """ICT: keep, in each sequence, the top k_i = ceil(frac * |y_i|) tokens by u (>= 1 token; ties
-    with the k_i-th largest kept). u (B, T) from model.js_uniqueness."""
+    with the k_i-th largest kept). u (B, T) from js_uniqueness."""
     alive = mask.bool()
     k = _ceil_frac(frac, alive.sum(-1)).clamp(min=1)  # (B,) k_i
     u_sorted = u.masked_fill(~alive, float("-inf")).sort(-1, descending=True).values  # (B, T)

@@ -1,20 +1,13 @@
 """
 The policy: loading any Hugging Face causal LM and its tokenizer, the embedded tiny default
-(a Llama-shaped model trained from scratch with a character-level tokenizer), its warm start by
-supervised training on solver-generated Countdown solutions, per-token log-probs / entropies, and
-ICT's per-token JS uniqueness.
+(a Llama-shaped model with a character-level tokenizer; its supervised warm start is warmstart.py),
+optional LoRA adapters (peft), and per-token log-probs / entropies.
 """
-import math
 import os
-import random
-import shutil
-import time
 
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
-
-from loss import group_uniqueness
 
 # ----------------------------------------------------------------------------- tokenizer
 SPECIAL = ["<pad>", "<bos>", "<eos>", "<unk>"]
@@ -48,12 +41,18 @@ def tiny_model(tokenizer, n_layer=4, n_embd=128, n_head=4, block_size=128):
 # ----------------------------------------------------------------------------- loading
 def load_policy(name_or_path, device="cpu", dtype=torch.float32):
     """Any AutoModelForCausalLM and its tokenizer, by hub name or local path. Tokenizers without a
-    pad token get EOS as pad; padding is on the left, which batched generation needs."""
+    pad token get EOS as pad; padding is on the left, which batched generation needs. A LoRA
+    checkpoint (a directory with adapter_config.json) loads as its base model with the adapter merged
+    in, so eval.py and merge_lora.py take it like any other checkpoint."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     name_or_path = os.path.expanduser(name_or_path)
     if name_or_path.startswith((".", "/")) and not os.path.isdir(name_or_path):
         raise SystemExit(f"model path {name_or_path!r} does not exist: give a local directory "
                          f"with config.json or a hub name like 'Qwen/Qwen2.5-0.5B-Instruct'")
+    if os.path.exists(os.path.join(name_or_path, "adapter_config.json")):
+        from peft import PeftConfig, PeftModel
+        model, tokenizer = load_policy(PeftConfig.from_pretrained(name_or_path).base_model_name_or_path, device, dtype)
+        return PeftModel.from_pretrained(model, name_or_path).merge_and_unload(), tokenizer
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, padding_side="left")
         model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype).to(device)
@@ -63,6 +62,48 @@ def load_policy(name_or_path, device="cpu", dtype=torch.float32):
         tokenizer.pad_token = tokenizer.eos_token
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+# ----------------------------------------------------------------------------- LoRA
+# With LoRA the policy stays the plain HF model: peft injects the adapters into its linear layers in
+# place, so the rollout, the log-probs and the loss run unchanged, and only the adapters train.
+# Checkpoints hold only the adapter, in the files PeftModel.save_pretrained writes (its weight names
+# start with PEFT_PREFIX, where PeftModel keeps the wrapped model), so PeftModel.from_pretrained reads them.
+PEFT_PREFIX = "base_model.model."
+
+
+def add_lora(model, rank, alpha, target_modules="all-linear", adapter_dir=None, seed=0):
+    """LoRA adapters of rank `rank`, output scaled by alpha / rank, on `target_modules` ('all-linear':
+    every linear layer but the LM head; or comma-separated names such as 'q_proj,v_proj'). adapter_dir:
+    the adapter a checkpoint saved, loaded trainable (resume). The random initial adapter comes from
+    `seed` alone, so every data-parallel rank builds the same one. Returns the same model object."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+    if adapter_dir:
+        return PeftModel.from_pretrained(model, adapter_dir, is_trainable=True).get_base_model()
+    base = model.name_or_path  # recorded in the adapter config; absolute, so merging works from any directory
+    targets = target_modules if target_modules == "all-linear" else [m.strip() for m in target_modules.split(",")]
+    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, task_type="CAUSAL_LM",
+                        base_model_name_or_path=os.path.abspath(base) if os.path.isdir(base) else base)
+    devices = [model.device] if model.device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices):  # and the caller's random stream is left as it was
+            torch.manual_seed(seed)
+            return get_peft_model(model, config).get_base_model()
+    except ValueError as e:  # e.g. a target module name the model does not have
+        raise SystemExit(f"lora_target_modules={target_modules!r}: {str(e).splitlines()[0]}")
+
+
+def save_policy(model, tokenizer, path):
+    """save_pretrained of the model (or, with LoRA adapters, of the adapter only) and the tokenizer."""
+    if hasattr(model, "peft_config"):  # set by peft on the model it injected adapters into
+        from peft import get_peft_model_state_dict
+        from safetensors.torch import save_file
+        model.peft_config["default"].save_pretrained(path)  # adapter_config.json
+        weights = {PEFT_PREFIX + k: v.contiguous() for k, v in get_peft_model_state_dict(model).items()}
+        save_file(weights, os.path.join(path, "adapter_model.safetensors"))
+    else:
+        model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
 
 
 # ----------------------------------------------------------------------------- log-probs
@@ -122,66 +163,3 @@ def response_logprobs(model, input_ids, attention_mask, n_prompt, temperature=1.
         logps.append(lp)
         ents.append(en)
     return torch.cat(logps).view(B, T), torch.cat(ents).view(B, T)
-
-
-@torch.no_grad()
-def js_uniqueness(model, input_ids, attention_mask, n_prompt, response_mask, G, temperature=1.0):
-    """ICT's per-token uniqueness u_{i,t} = JS(pi(.|i,t) || P_avg(.|t)) (loss.group_uniqueness), P_avg
-    the mean over the group's alive responses at position t. Returns u (B, T), 0 on dead tokens.
-    Needs every response's full next-token distribution, so like response_logprobs it never holds
-    (B, T, V): one group at a time (one forward of G rows), and over chunks of positions so that at
-    most MAX_LOGITS_PER_CHUNK float32 logits (G, t_chunk, V) exist at once (plus a few temporaries)."""
-    B, T = response_mask.shape
-    u = torch.zeros(B, T, device=response_mask.device)
-    for g in range(0, B, G):  # rows g..g+G-1: one prompt's group
-        hidden, lm_head = _response_hidden(model, input_ids[g:g + G], attention_mask[g:g + G], n_prompt)
-        t_chunk = max(1, MAX_LOGITS_PER_CHUNK // (G * lm_head.weight.shape[0]))
-        for t in range(0, T, t_chunk):
-            logits = _logits(hidden[:, t:t + t_chunk], lm_head, temperature)  # (G, t_chunk, V)
-            alive = response_mask[g:g + G, t:t + t_chunk]  # (G, t_chunk)
-            u[g:g + G, t:t + t_chunk] = group_uniqueness(logits.softmax(-1), alive)
-    return u
-
-
-# ----------------------------------------------------------------------------- warm start
-def warm_start(out_dir, problems, steps=2000, batch_size=64, lr=3e-3, seed=0, template="tiny",
-               device="cpu", log=print):
-    """Supervised warm start of the tiny model, saved with save_pretrained. For Countdown each example
-    is one problem with one of its solver solutions drawn uniformly, so a problem with many solutions
-    teaches the model many answers: the diversity that RL can later keep or lose. Few enough steps
-    that the model is far from solving the task (see README)."""
-    import tasks
-    from tqdm import tqdm
-    torch.manual_seed(seed)
-    rng = random.Random(seed)
-    tokenizer = char_tokenizer()
-    model = tiny_model(tokenizer).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1, betas=(0.9, 0.95))
-    eos = tokenizer.eos_token
-    t0 = time.time()
-    for step in (bar := tqdm(range(steps), desc="warm start", dynamic_ncols=True)):
-        batch = rng.sample(problems, batch_size)
-        prompts = [tasks.prompt(p, template) for p in batch]
-        answers = [tasks.sft_completion(p, rng) + eos for p in batch]
-        enc = tokenizer([p + a for p, a in zip(prompts, answers)], return_tensors="pt",
-                        padding=True, padding_side="right").to(device)
-        labels = enc.input_ids.clone()
-        for i, p in enumerate(prompts):  # loss on the answer only, not on the prompt or padding
-            labels[i, :len(p)] = -100
-        labels[enc.attention_mask == 0] = -100
-        for g in opt.param_groups:  # cosine decay to 10%
-            g["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
-        loss = model(**enc, labels=labels).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    tmp = out_dir.rstrip("/") + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)  # a killed warm start never leaves a half-written model behind
-    log(f"warm start: {steps} steps in {time.time() - t0:.0f}s, final loss {loss.item():.3f} -> {out_dir}")

@@ -1,6 +1,6 @@
 """
 Rewards. Countdown: 1.0 for a correct answer, FORMAT_SCORE for a well-formed but wrong one,
-0.0 when there is no parseable answer (the TinyZero convention, see PAPERS.md section 5).
+0.0 when there is no parseable answer (the TinyZero convention, see METHODS.md section 8).
 Math (second half of the file): 1.0 or 0.0 by math-verify, under a time limit.
 
 Model text is never handed to eval/exec: the common reference scorer does that behind a

@@ -1,5 +1,5 @@
 """GRPO and DS-GRPO losses by example: every number below is worked out by hand, next to
-../shared/PAPERS.md sections 1 (GRPO) and 2 (DS-GRPO, DS-Eq.4 / DS-Eq.6).
+METHODS.md sections 2 (GRPO, Dr.GRPO) and 3 (DS-GRPO, DS-Eq.4 / DS-Eq.6).
 
 Shapes as in loss.py: B responses (prompts x G, groups contiguous), T response tokens."""
 import math
@@ -242,9 +242,78 @@ def test_seq_mean_by_hand():
     assert_close(loss.aggregate(PER_TOKEN, WEIGHT, "seq-mean", denom), t((1.5 + 4) / 2), **TIGHT)
 
 
+def test_constant_by_hand():
+    # Dr.GRPO as published: divide by n_seq * max_len whatever the lengths; 3 sequences, max_len 4
+    denom = loss.normaliser(WEIGHT, "constant", max_len=4)
+    assert denom.item() == 12
+    assert_close(loss.aggregate(PER_TOKEN, WEIGHT, "constant", denom), t(7 / 12), **TIGHT)  # (1+2+4)/12
+
+
+def test_published_dr_grpo_gives_every_token_the_same_weight():
+    # The batch of the advantage tests (lengths 3, 2, 1, 3; rewards [1, 0 | 0, 1]) with 'dr-grpo'
+    # advantages A = +-.5, on-policy (rho = 1), so the per-token loss is -A and d loss / d logp = -A / denom.
+    #   'constant' (max_len 3): denom 4 * 3 = 12 -> every token gets -+.5 / 12 = -+1/24, short or long.
+    #   'seq-mean': -A / (|y_i| * 4): the 1-token wrong answer (row 2) gets .5 / 4 = .125 per token, the
+    #   2-token wrong answer (row 1) .5 / 8 = .0625: a longer wrong answer is penalised less per token,
+    #   the length bias that Dr.GRPO removes.
+    #   'token-mean': -A / 9 for every token, but 9 is this batch's token count, so the same token weighs
+    #   more in a batch of short responses than in a batch of long ones.
+    a = loss.advantages("dr-grpo", REWARDS, REWARDS, OLD_LOGP, MASK, G=2)
+
+    def grad(agg):
+        logp = OLD_LOGP.clone().requires_grad_()
+        loss.policy_loss(logp, OLD_LOGP, a, MASK, loss.normaliser(MASK, agg, max_len=3), agg).backward()
+        return logp.grad
+
+    s = 1 / 24
+    assert_close(grad("constant"), t([[-s, -s, -s], [s, s, 0], [s, 0, 0], [-s, -s, -s]]), **TIGHT)
+    assert_close(grad("seq-mean")[1:3, 0], t([.0625, .125]), **TIGHT)
+    assert_close(grad("token-mean")[1:3, 0], t([.5 / 9, .5 / 9]), **TIGHT)
+    # and the loss itself: -(3 * .5 - 2 * .5 - 1 * .5 + 3 * .5) / 12 = -1.5 / 12
+    denom = loss.normaliser(MASK, "constant", max_len=3)
+    assert_close(loss.policy_loss(OLD_LOGP, OLD_LOGP, a, MASK, denom, "constant"), t(-.125), **TIGHT)
+
+
 def test_bad_agg_raises():
     with pytest.raises(ValueError):
         loss.aggregate(PER_TOKEN, WEIGHT, "sum", t(1.))
+    with pytest.raises(ValueError, match="agg must be one of"):
+        loss.normaliser(WEIGHT, "sum")
+
+
+# ============================================================================= diagnostics
+def test_ratio_stats_by_hand():
+    # the tokens of test_clipped_surrogate_by_hand, eps_low .2, eps_high .28; the last token is masked out
+    rho = t([1.1, 1.5, 0.5, 1.5, 0.5, 0.9, 1.25])
+    A_ = t([1., 1., 1., -1., -1., -1., 2.])
+    mask = t([1, 1, 1, 1, 1, 1, 0])
+    old = t([-1., -2., -.5, -3., -1., -.1, -2.])
+    # clipped (no gradient) low: rho .5 with A < 0 (token 4) only; token 2 has rho .5 but A > 0: not clipped
+    # clipped high: rho 1.5 with A > 0 (token 1) only; token 3 has rho 1.5 but A < 0: not clipped
+    # KL: (rho - 1) - log rho per token: 1.1 -> .0046898, 1.5 -> .0945349 (twice), .5 -> .1931472 (twice),
+    #     .9 -> .0053605; sum .5854145 (the masked 1.25 does not count)
+    low, high, kl = loss.ratio_stats(old + rho.log(), old, A_, mask, eps_low=.2, eps_high=.28).tolist()
+    assert (low, high) == (1.0, 1.0)
+    assert abs(kl - .5854145) < 1e-5
+    # on-policy: rho = 1, nothing clipped, KL 0
+    assert loss.ratio_stats(old, old, A_, mask).tolist() == [0., 0., 0.]
+
+
+def test_ratio_stats_kl_is_unbiased_for_kl_old_theta():
+    # samples come from pi_old: sum_v pi_old(v) ((rho - 1) - log rho) = KL(pi_old || pi_theta)
+    g = torch.Generator().manual_seed(4)
+    lo = torch.log_softmax(torch.randn(7, generator=g, dtype=torch.float64), -1)
+    lt = torch.log_softmax(torch.randn(7, generator=g, dtype=torch.float64), -1)
+    one = torch.ones(1)
+    per_v = torch.stack([loss.ratio_stats(lt[v:v + 1], lo[v:v + 1], one, one)[2] for v in range(7)])
+    assert_close((lo.exp() * per_v).sum(), (lo.exp() * (lo - lt)).sum())
+
+
+def test_zero_advantage_frac_by_hand():
+    # G = 4: all correct, all wrong, all format-score-only (equal: no signal), mixed -> 3 of 4 groups
+    r = t([1, 1, 1, 1, 0, 0, 0, 0, .1, .1, .1, .1, 1, 0, 0, 1])
+    assert loss.zero_advantage_frac(r, 4).item() == .75
+    assert loss.zero_advantage_frac(r, 2).item() == .75  # pairs: 6 equal of 8
 
 
 @pytest.mark.parametrize("agg", ["token-mean", "seq-mean"])

@@ -41,8 +41,9 @@ import countdown
 import tasks
 from configurator import configure
 from eval import evaluate, format_table, merge_results
-from model import js_uniqueness, load_policy, response_logprobs, warm_start
+from model import add_lora, load_policy, response_logprobs, save_policy
 from rollout import rollout
+from warmstart import warm_start
 
 # ----------------------------------------------------------------------------- config
 # I/O
@@ -58,6 +59,9 @@ final_eval_n = 64  # samples per problem in the final evaluation
 eval_batch_rows = 512  # responses generated at once in evaluation (lower it for long responses)
 ckpt_interval = 50  # steps between checkpoints (and at the end)
 log_interval = 10  # steps between lines on stdout (every step goes to out/metrics.jsonl)
+wandb_log = False  # also send every metrics.jsonl record to Weights & Biases (WANDB_MODE=offline: files only)
+wandb_project = "ds-grpo"
+wandb_run_name = ""  # '' = wandb picks one
 seed = 1337
 # data
 task = "countdown"  # 'countdown' or 'math'
@@ -90,7 +94,7 @@ ppo_epochs = 1  # optimizer steps per rollout batch; 1 = on-policy, the ratio is
 micro_batch_size = 128  # responses per forward/backward (gradient accumulation over the batch)
 eps_low = 0.2
 eps_high = 0.2  # > eps_low is DAPO's clip-higher
-agg = "token-mean"  # 'token-mean' or 'seq-mean'
+agg = "token-mean"  # 'token-mean', 'seq-mean' or 'constant' (/ n_seq * max_new_tokens: Dr.GRPO as published)
 scale_std = True  # False = Dr.GRPO (no std division of the advantage)
 kl_coef = 0.0  # k3 KL to the initial policy; the reference model is loaded only when > 0
 entropy_coef = 0.01  # c of 'entropy-bonus' (loss -= c H) and 'entropy-penalty' (loss += c H), the usual 1e-3..1e-2
@@ -101,6 +105,9 @@ ict_warmup_steps = 20  # Theta of 'ict': dense GRPO steps before the sparse sele
 device = "cuda" if torch.cuda.is_available() else "cpu"
 dtype = "bfloat16" if torch.cuda.is_available() else "float32"  # autocast dtype; weights stay float32
 gradient_checkpointing = False
+lora_rank = 0  # > 0: train LoRA adapters of this rank instead of every weight (a 7B model on one GPU)
+lora_alpha = 32  # the adapters' output is scaled by lora_alpha / lora_rank
+lora_target_modules = "all-linear"  # every linear layer but the LM head, or names: 'q_proj,k_proj,v_proj,o_proj'
 compile = False  # torch.compile the rollout's decode step (CUDA graphs on a GPU; one-time cost, see bench.py)
 config = configure(globals(), sys.argv[1:])
 state = None  # what a resumed run restores: step, optimizer, RNG, its config
@@ -130,6 +137,8 @@ master = rank == 0  # only rank 0 logs, evaluates the merged results and checkpo
 ALGOS = ("grpo", "dr-grpo", "ds-grpo", "entropy-bonus", "entropy-penalty", "20-entropy", "stapo", "ict")
 if algo not in ALGOS:
     raise SystemExit(f"algo must be one of {ALGOS}, got {algo!r}")
+if agg not in L.AGGS:
+    raise SystemExit(f"agg must be one of {L.AGGS}, got {agg!r}")
 if min(prompts_per_step, micro_batch_size, max_new_tokens, eval_n, final_eval_n, eval_batch_rows) < 1:
     raise SystemExit("prompts_per_step, micro_batch_size, max_new_tokens, eval_n, eval_batch_rows must be >= 1")
 if group_size < 2:
@@ -181,7 +190,9 @@ if init_from == "tiny":
         dist.barrier()  # the other ranks wait for rank 0's warm start
 elif init_from == "resume":
     policy_source = ckpt_dir
-model, tokenizer = load_policy(policy_source, device)
+model, tokenizer = load_policy(state["ref_source"] if lora_rank and state else policy_source, device)
+if lora_rank:  # a resumed run puts its saved adapter back on the base model
+    model = add_lora(model, lora_rank, lora_alpha, lora_target_modules, ckpt_dir if state else None, seed)
 if gradient_checkpointing:
     model.gradient_checkpointing_enable()
 ref_model = None
@@ -211,6 +222,9 @@ elif master and os.path.exists(metrics_path):  # drop what the killed run logged
         records = [json.loads(line) for line in f]
     with open(metrics_path, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in records if r.get("step", r.get("eval_step")) <= start_step)
+if wandb_log and master:  # the run's files go to out_dir/wandb
+    import wandb
+    wandb.init(project=wandb_project, name=wandb_run_name or None, config=config, dir=out_dir)
 
 
 def log_json(record):
@@ -218,6 +232,11 @@ def log_json(record):
         return
     with open(metrics_path, "a") as f:
         f.write(json.dumps(record) + "\n")
+    if wandb_log:  # the scalars, pass@k as pass@<k>; eval/ on evaluations (both kinds have 'accuracy', 'entropy')
+        pre = "eval/" if "eval_step" in record else ""
+        flat = {**record, **{f"pass@{k}": v for k, v in record.get("pass@k", {}).items()}}
+        wandb.log({pre + k: v for k, v in flat.items() if type(v) in (int, float)},
+                  step=record.get("step", record.get("eval_step")))
 
 
 def save_checkpoint(step):
@@ -225,8 +244,7 @@ def save_checkpoint(step):
     so a run killed at any moment leaves the previous complete checkpoint (or the new one)."""
     tmp, old = ckpt_dir + ".tmp", ckpt_dir + ".old"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
+    save_policy(model, tokenizer, tmp)  # with LoRA, the adapter only
     torch.save({"step": step, "optimizer": optimizer.state_dict(), "python_rng": rng.getstate(),
                 "torch_rng": torch.get_rng_state(), "config": config, "ref_source": ref_source,
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
@@ -282,9 +300,9 @@ for step in bar:
     u = None  # ICT uniqueness (B, T): needs the full next-token distributions, one more no-grad pass
     if select == "ict":
         with ctx:
-            u = js_uniqueness(model, ro.input_ids, ro.attention_mask, ro.n_prompt, mask, group_size, temperature)
+            u = L.js_uniqueness(model, ro.input_ids, ro.attention_mask, ro.n_prompt, mask, group_size, temperature)
     weight = L.token_weights(select, mask, ro.entropy, ro.old_logp, adv, correct, u, top_entropy_frac, stapo_q)
-    denom = L.normaliser(weight, agg, ddp)  # kept tokens (token-mean) or sequences with one, whole global batch
+    denom = L.normaliser(weight, agg, ddp, max_new_tokens)  # of the whole global batch (see loss.normaliser)
     ref_logp = torch.zeros_like(ro.old_logp)
     if ref_model is not None:
         with torch.no_grad(), ctx:
@@ -292,6 +310,7 @@ for step in bar:
                                             micro_batch_size)
 
     # 4. update: ppo_epochs optimizer steps, each over the whole batch in micro-batches
+    ratio_sums = torch.zeros(3, device=device)  # clipped low / high, KL(pi_old || pi_theta), over all updates
     for _ in range(ppo_epochs):
         loss_sum = 0.0
         for idx in torch.arange(len(rewards), device=device).split(micro_batch_size):
@@ -301,6 +320,7 @@ for step in bar:
                 loss = L.policy_loss(logp, ro.old_logp[idx], adv[idx], weight[idx], denom, agg, eps_low,
                                      eps_high, ref_logp[idx], kl_coef)
                 loss = loss + L.entropy_term(algo, entropy, weight[idx], agg, denom, entropy_coef)  # -/+ c H_bar
+            ratio_sums += L.ratio_stats(logp, ro.old_logp[idx], adv[idx], mask[idx], eps_low, eps_high)
             if not torch.isfinite(loss):
                 raise SystemExit(f"step {step}: the loss is {loss.item()}; nothing from this step was saved "
                                  f"(last checkpoint: {ckpt_dir}). Try a lower lr or grad_clip.")
@@ -322,6 +342,7 @@ for step in bar:
     seq_L = L.seq_logprob(ro.old_logp, mask)
     ds = L.ds_term(correct, seq_L, alpha, beta) if algo == "ds-grpo" else torch.zeros_like(seq_L)  # the 'seq' form
     tok_c, tok_w = mask * correct[:, None], mask * (1 - correct[:, None])  # tokens of correct / wrong responses
+    clip_low, clip_high, kl_old = (ratio_sums / (mask.sum() * ppo_epochs).clamp(min=1)).tolist()
     record = {
         "step": step + 1, "loss": loss_sum, "reward": rewards.mean().item(), "accuracy": correct.mean().item(),
         "entropy": ((ro.entropy * mask).sum() / mask.sum()).item(),
@@ -332,6 +353,8 @@ for step in bar:
         **L.group_composition(correct, group_size),  # all-correct / all-wrong / mixed groups: where GRPO has signal
         "entropy_correct": (ro.entropy * tok_c).sum().item() / max(tok_c.sum().item(), 1),
         "entropy_incorrect": (ro.entropy * tok_w).sum().item() / max(tok_w.sum().item(), 1),
+        "clip_low": clip_low, "clip_high": clip_high, "kl_old": kl_old,  # fractions of tokens; mean k3 KL
+        "zero_adv_groups": L.zero_advantage_frac(rewards, group_size).item(),  # all-equal rewards: GRPO A_i = 0
         "grad_norm": grad_norm.item(), "time_rollout": t1 - t0, "time_reward": t2 - t1, "time_train": t3 - t2,
     }
     if ddp:  # the global batch's figures: mean over ranks (equal shares), the loss summed
@@ -372,5 +395,8 @@ if master:
         ks = [k for k in (1, 8, final["n"]) if k in final["pass@k"]]
         log(f"{'':>18}" + "".join(f"{'pass@' + str(k):>10}" for k in ks) + f"{'distinct':>10}")
         for name, r in (("starting policy", start), (f"after {max_steps} steps", final)):
-            log(f"{name:>18}" + "".join(f"{r['pass@k'][k]:>10.4f}" for k in ks) + f"{r['distinct_correct']:>10.2f}")
+            passk = {int(k): v for k, v in r["pass@k"].items()}  # JSON keys are strings
+            log(f"{name:>18}" + "".join(f"{passk[k]:>10.4f}" for k in ks) + f"{r['distinct_correct']:>10.2f}")
+if master and wandb_log:
+    wandb.finish()
 log(f"done: final pass@1 {final['pass@k'][1]:.4f}, checkpoint in {ckpt_dir}")

@@ -1,4 +1,4 @@
-# DS-GRPO on Countdown with Qwen2.5-0.5B-Instruct on one GPU (the paper's settings, PAPERS.md).
+# DS-GRPO on Countdown with Qwen2.5-0.5B-Instruct on one GPU (the paper's settings, METHODS.md section 3).
 # Memory, by arithmetic (not measured here): 0.5B params in float32 = 2 GB, AdamW states 4 GB,
 # grads 2 GB; activations of a micro-batch of 16 x ~1.2k tokens with gradient checkpointing and
 # the chunked LM head stay under ~10 GB. A 24 GB GPU should do; 40 GB+ leaves room for generation.

@@ -1,4 +1,4 @@
-# DS-GRPO on MATH with Qwen2.5-Math-1.5B on one GPU (the paper's math setting, PAPERS.md): train on
+# DS-GRPO on MATH with Qwen2.5-Math-1.5B on one GPU (the paper's math setting, METHODS.md section 3): train on
 # the MATH train split, evaluate on its test split (for MATH-500, AIME24, AMC23 use eval.py, e.g.
 #   python eval.py --task=math --dataset=math500 --num_problems=500 --n=16 --template=instruct \
 #       --temperature=0.7 --max_new_tokens=2048 --ckpt=out/math_qwen1.5b/ckpt
@@ -20,7 +20,7 @@ lr = 1e-6
 weight_decay = 0.01
 group_size = 8
 prompts_per_step = 32
-max_new_tokens = 2048  # max response 2048 tokens (PAPERS.md)
+max_new_tokens = 2048  # max response 2048 tokens (METHODS.md section 3)
 temperature = 0.7
 eps_low = 0.2
 eps_high = 0.25

@@ -1,4 +1,4 @@
-"""Unbiased pass@k (PAPERS.md section 4) against a brute-force count, and the k grid."""
+"""Unbiased pass@k (METHODS.md section 7) against a brute-force count, and the k grid."""
 import itertools
 import math
 

@@ -1,5 +1,5 @@
-"""The baselines DS-GRPO is compared with, by example: entropy bonus / penalty (PAPERS.md section 2,
-"uniform heuristics") and the token-selection methods 20-Entropy, STAPO/S2T and ICT (section 3).
+"""The baselines DS-GRPO is compared with, by example: entropy bonus / penalty (METHODS.md section 4,
+"uniform heuristics") and the token-selection methods 20-Entropy, STAPO/S2T and ICT (section 5).
 Every number is worked out by hand on tiny tensors (2 groups, vocab 3), as in ../test_loss.py."""
 import math
 
@@ -10,7 +10,8 @@ from torch.testing import assert_close
 
 import loss
 import model
-from model import char_tokenizer, js_uniqueness, tiny_model
+from loss import js_uniqueness
+from model import char_tokenizer, tiny_model
 from test_loss import BASE, _one_step, t
 
 TIGHT = dict(rtol=0, atol=1e-6)
@@ -287,8 +288,8 @@ def test_js_uniqueness_chunked_equals_direct(monkeypatch):
                 ref[i, s] = .5 * (p * (p / mid).log()).sum() + .5 * (p_avg * (p_avg / mid).log()).sum()
 
     shapes = []
-    inner = model.group_uniqueness
-    monkeypatch.setattr(model, "group_uniqueness", lambda pr, al: shapes.append(tuple(pr.shape)) or inner(pr, al))
+    inner = loss.group_uniqueness
+    monkeypatch.setattr(loss, "group_uniqueness", lambda pr, al: shapes.append(tuple(pr.shape)) or inner(pr, al))
     u_one = js_uniqueness(m, ids, att, P, mask, G, .7)
     assert shapes == [(G, T, V)] * 2  # default budget: one chunk per group
     shapes.clear()

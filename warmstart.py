@@ -1,0 +1,58 @@
+"""
+The supervised warm start of the embedded tiny model: a randomly initialised model (model.tiny_model)
+learns solver-generated solutions (Countdown) or worked answers (generated math), so that RL starts
+from a policy that is sometimes right and, on problems with several solutions, knows several of them.
+train.py runs it once per task and caches the result in out/warmstart_<task>.
+"""
+import math
+import os
+import random
+import shutil
+import time
+
+import torch
+from tqdm import tqdm
+
+import tasks
+from model import char_tokenizer, tiny_model
+
+
+def warm_start(out_dir, problems, steps=2000, batch_size=64, lr=3e-3, seed=0, template="tiny",
+               device="cpu", log=print):
+    """Supervised warm start of the tiny model, saved with save_pretrained. For Countdown each example
+    is one problem with one of its solver solutions drawn uniformly, so a problem with many solutions
+    teaches the model many answers: the diversity that RL can later keep or lose. Few enough steps
+    that the model is far from solving the task (see README)."""
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    tokenizer = char_tokenizer()
+    model = tiny_model(tokenizer).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1, betas=(0.9, 0.95))
+    eos = tokenizer.eos_token
+    t0 = time.time()
+    for step in (bar := tqdm(range(steps), desc="warm start", dynamic_ncols=True)):
+        batch = rng.sample(problems, batch_size)
+        prompts = [tasks.prompt(p, template) for p in batch]
+        answers = [tasks.sft_completion(p, rng) + eos for p in batch]
+        enc = tokenizer([p + a for p, a in zip(prompts, answers)], return_tensors="pt",
+                        padding=True, padding_side="right").to(device)
+        labels = enc.input_ids.clone()
+        for i, p in enumerate(prompts):  # loss on the answer only, not on the prompt or padding
+            labels[i, :len(p)] = -100
+        labels[enc.attention_mask == 0] = -100
+        for g in opt.param_groups:  # cosine decay to 10%
+            g["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
+        loss = model(**enc, labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    tmp = out_dir.rstrip("/") + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(tmp, out_dir)  # a killed warm start never leaves a half-written model behind
+    log(f"warm start: {steps} steps in {time.time() - t0:.0f}s, final loss {loss.item():.3f} -> {out_dir}")
