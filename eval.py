@@ -101,7 +101,8 @@ if __name__ == "__main__":
     task = "countdown"  # 'countdown' or 'math'
     dataset = "generated"  # see tasks.load: 'generated', 'hf' (Countdown), or a math set such as 'math500'
     num_problems = 100  # held-out problems to evaluate (the first ones of the test split), as train.py
-    n_problems, data_seed = 8000, 0  # must match the training run's data
+    n_problems, data_seed = 8000, 0  # must match the training run's data, and so must its Countdown regime:
+    cd_sizes, cd_min_num, cd_max_num, cd_max_target, cd_min_solutions, cd_target = "4", 2, 15, 50, 5, "uniform"
     rows_per_batch = 512  # responses generated at once
     seed = 0
     out = ""  # JSON output path; default: <ckpt>/eval_n<n>.json
@@ -109,7 +110,9 @@ if __name__ == "__main__":
     configure(globals(), sys.argv[1:])
     torch.manual_seed(seed)
     model, tokenizer = load_policy(ckpt, device)
-    _, test = tasks.load(task, dataset, n_problems, data_seed)
+    regime = dict(sizes=tuple(int(k) for k in cd_sizes.split(",")), min_num=cd_min_num, max_num=cd_max_num,
+                  max_target=cd_max_target, min_solutions=cd_min_solutions, target=cd_target)
+    _, test = tasks.load(task, dataset, n_problems, data_seed, regime)
     res = evaluate(model, tokenizer, test[:num_problems], n, temperature, max_new_tokens, template,
                    rows_per_batch, progress=True)
     print(format_table(res))
