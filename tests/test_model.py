@@ -188,15 +188,15 @@ def test_rollout_ignores_the_models_own_sampling_settings():
 
 
 # ============================================================================= rollout
-def eos_biased(m, tok, bias=2.0):
-    """Gives the (tied) LM head a bias toward EOS so a random model ends some responses early.
-    generate (via forward) and response_logprobs (via get_output_embeddings) both use it."""
+def eos_biased(m, tok, bias=2.0, token_id=None):
+    """Gives the (tied) LM head a bias toward EOS (or token_id) so a random model ends some responses
+    early. generate (via forward) and response_logprobs (via get_output_embeddings) both use it."""
     old = m.get_output_embeddings()
     head = torch.nn.Linear(old.in_features, old.out_features, bias=True)
     head.weight = old.weight
     with torch.no_grad():
         head.bias.zero_()
-        head.bias[tok.eos_token_id] = bias
+        head.bias[tok.eos_token_id if token_id is None else token_id] = bias
     m.set_output_embeddings(head)
     return m
 
