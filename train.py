@@ -211,7 +211,7 @@ def run_eval(step, n):
     t0 = time.time()
     with ctx:
         res = evaluate(model, tokenizer, test_set[rank::world], n, temperature, max_new_tokens, template,
-                       eval_batch_rows, compile=compile)
+                       eval_batch_rows, compile=compile, logprob_batch_size=micro_batch_size)
     if ddp:
         shards = [None] * world
         dist.all_gather_object(shards, res)
