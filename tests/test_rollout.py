@@ -4,9 +4,9 @@ import pytest
 import torch
 from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
+import rollout as rollout_mod
 from countdown import format_prompt
 from model import char_tokenizer, tiny_model
-import rollout as rollout_mod
 from rollout import end_of_response_ids, generate
 from test_model import eos_biased
 
@@ -65,6 +65,31 @@ def test_generate_matches_hf_generate(tok, name, do_sample):
         assert ended.any() and not ended.all()
     else:
         assert ours.shape[1] == max_new
+
+
+def test_rollout_takes_only_the_eos_ids_of_the_models_generation_config(tok):
+    # a hub generation_config sets top_k, top_p, a repetition penalty, its own temperature, ...: the rollout
+    # samples from softmax(logits / T) alone, or old_logp would not be the probability of what was sampled,
+    # and it takes only the config's EOS ids. The reference: HF generate with all of those settings neutral.
+    torch.manual_seed(0)
+    stop = tok.convert_tokens_to_ids(">")  # an end-of-response id that only the generation config names
+    m = eos_biased(tiny_model(tok, n_layer=2, n_embd=32, n_head=2), tok, 1.5, token_id=stop).eval()
+    eos = [tok.eos_token_id, stop]
+    m.generation_config.update(do_sample=True, top_k=2, top_p=0.5, repetition_penalty=50.0, temperature=0.1,
+                               eos_token_id=eos)
+    G, max_new, T = 4, 12, 0.7
+    torch.manual_seed(5)
+    ro = rollout_mod.rollout(m, tok, PROMPTS, G, max_new, temperature=T)
+    ours = ro.input_ids[:, ro.n_prompt:]
+    assert (ours == stop).any(-1).any() and not (ours == stop).any(-1).all()  # '>' ended some responses
+    m.generation_config = GenerationConfig(eos_token_id=eos, pad_token_id=tok.pad_token_id)  # all neutral
+    enc = tok(PROMPTS, return_tensors="pt", padding=True, padding_side="left")
+    cfg = GenerationConfig(do_sample=True, temperature=T, top_k=0, top_p=1.0, repetition_penalty=1.0,
+                           max_new_tokens=max_new, num_return_sequences=G, eos_token_id=eos,
+                           pad_token_id=tok.pad_token_id)
+    torch.manual_seed(5)
+    ref = m.generate(**enc, generation_config=cfg)[:, enc.input_ids.shape[1]:]
+    assert same_tokens(ours, ref, tok.pad_token_id)
 
 
 def test_generate_changes_with_the_seed(tok):
