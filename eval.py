@@ -34,11 +34,13 @@ def ks_for(n):
 
 @torch.no_grad()
 def evaluate(model, tokenizer, problems, n=64, temperature=1.0, max_new_tokens=32, template="tiny",
-             rows_per_batch=512, progress=False, compile=False):
-    """Samples n responses for each problem; returns pass@k for k = 1, 2, 4, ..., n averaged over
-    problems, the mean number of distinct correct answers per problem (tasks.answer_key: for Countdown
-    up to commutativity/associativity), the mean token entropy and the accuracy; and the per-problem
-    correct and distinct counts (for pass@k at any k, and to merge data-parallel shards)."""
+             rows_per_batch=512, progress=False, compile=False, logprob_batch_size=None):
+    """Samples n responses for each problem (temperature=0: greedy); returns pass@k for k = 1, 2, 4, ..., n
+    averaged over problems, the mean number of distinct correct answers per problem (tasks.answer_key: for
+    Countdown up to commutativity/associativity; None, "n/a", for math), the mean token entropy and the
+    accuracy; and the per-problem correct and distinct counts (for pass@k at any k, and to merge
+    data-parallel shards). rows_per_batch responses are generated at once (their KV cache), and
+    logprob_batch_size rows at a time go through the entropy pass."""
     prompts_per_batch = max(1, rows_per_batch // n)
     correct_counts, distinct, ent_sum, tok_sum = [], [], 0.0, 0.0
     batches = range(0, len(problems), prompts_per_batch)
@@ -48,14 +50,15 @@ def evaluate(model, tokenizer, problems, n=64, temperature=1.0, max_new_tokens=3
     for i in batches:
         chunk = problems[i:i + prompts_per_batch]
         prompts = [tasks.prompt(p, template, tokenizer) for p in chunk]
-        ro = rollout(model, tokenizer, prompts, n, max_new_tokens, temperature, compile=compile)
+        ro = rollout(model, tokenizer, prompts, n, max_new_tokens, temperature, logprob_batch_size, compile)
         ent_sum += ro.entropy.sum().item()
         tok_sum += ro.response_mask.sum().item()
         for j, p in enumerate(chunk):
             texts = ro.texts[j * n:(j + 1) * n]
             right = [t for t in texts if tasks.reward(t, p) == 1.0]
             correct_counts.append(len(right))
-            distinct.append(len({tasks.answer_key(t, p) for t in right}))
+            keys = {tasks.answer_key(t, p) for t in right}
+            distinct.append(None if None in keys else len(keys))  # None: the task has no such key
     return summarize(n, temperature, correct_counts, distinct, ent_sum, tok_sum)
 
 
@@ -68,7 +71,7 @@ def summarize(n, temperature, correct, distinct, entropy_sum, tokens):
         "n": n, "temperature": temperature, "problems": len(correct),
         "pass@k": {k: sum(pass_at_k(n, c, k) for c in correct) / m for k in ks_for(n)},
         "accuracy": sum(correct) / (n * m),
-        "distinct_correct": sum(distinct) / m,
+        "distinct_correct": None if None in distinct else sum(distinct) / m,  # None: n/a (math)
         "entropy": entropy_sum / max(tokens, 1),
         "correct": correct, "distinct": distinct, "entropy_sum": entropy_sum, "tokens": tokens,
     }
@@ -84,18 +87,22 @@ def merge_results(results):
 
 def format_table(res):
     lines = [f"{'k':>5} {'pass@k':>8}"] + [f"{k:>5} {v:8.4f}" for k, v in res["pass@k"].items()]
-    lines.append(f"distinct correct answers / problem: {res['distinct_correct']:.2f}   "
+    distinct = "n/a" if res["distinct_correct"] is None else f"{res['distinct_correct']:.2f}"
+    lines.append(f"distinct correct answers / problem: {distinct}   "
                  f"mean token entropy: {res['entropy']:.4f}   ({res['problems']} problems, "
                  f"n={res['n']}, T={res['temperature']})")
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
+    import os
+    import tempfile
+    from contextlib import nullcontext
     from configurator import configure
     from model import load_policy
     ckpt = "out/ckpt"  # a checkpoint directory (save_pretrained format) or a hub name
     n = 64  # samples per problem
-    temperature = 1.0  # the training temperature of the tiny default
+    temperature = 1.0  # the training temperature of the tiny default; 0 = greedy
     max_new_tokens = 32
     template = "tiny"  # prompt template: 'tiny' or 'instruct' (real models)
     task = "countdown"  # 'countdown' or 'math'
@@ -103,20 +110,42 @@ if __name__ == "__main__":
     num_problems = 100  # held-out problems to evaluate (the first ones of the test split), as train.py
     n_problems, data_seed = 8000, 0  # must match the training run's data, and so must its Countdown regime:
     cd_sizes, cd_min_num, cd_max_num, cd_max_target, cd_min_solutions, cd_target = "4", 2, 15, 50, 5, "uniform"
-    rows_per_batch = 512  # responses generated at once
+    rows_per_batch = 0  # responses generated at once (their KV cache); 0 = 2**17 // max_new_tokens, at most 512
+    micro_batch_size = 16  # rows per pass of the entropy computation (bounds its activations)
     seed = 0
-    out = ""  # JSON output path; default: <ckpt>/eval_n<n>.json
+    out = ""  # JSON output path; default: <ckpt>/eval_n<n>.json (eval_<hub name>_n<n>.json for a hub model)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = "bfloat16" if torch.cuda.is_available() else "float32"  # autocast dtype, as train.py
     configure(globals(), sys.argv[1:])
+    # checked before the model loads or anything is sampled: a bad value is one line, not an hour lost
+    if min(n, max_new_tokens, num_problems, micro_batch_size) < 1 or rows_per_batch < 0:
+        raise SystemExit("n, max_new_tokens, num_problems, micro_batch_size must be >= 1 and rows_per_batch >= 0")
+    if not temperature >= 0:
+        raise SystemExit(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    if dtype not in ("float32", "bfloat16"):
+        raise SystemExit(f"dtype must be float32 or bfloat16, got {dtype!r}")
+    # 2**17 tokens: Qwen2.5-Math-1.5B's bfloat16 KV cache is 28 KiB a token, so 64 rows of 2048 new tokens
+    # plus the prompt take about 4 GB (README, "Memory")
+    rows = rows_per_batch or max(1, min(512, 2 ** 17 // max_new_tokens))
+    path = out or (os.path.join(ckpt, f"eval_n{n}.json") if os.path.isdir(ckpt)
+                   else f"eval_{ckpt.replace('/', '--')}_n{n}.json")  # a hub name is no directory to write in
+    try:  # fail now, not after the evaluation
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        tempfile.TemporaryFile(dir=os.path.dirname(path) or ".").close()
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"cannot write the results to {path!r} ({getattr(e, 'strerror', None) or e}): "
+                         f"give --out=<a writable path>")
     torch.manual_seed(seed)
     model, tokenizer = load_policy(ckpt, device)
     regime = dict(sizes=tuple(int(k) for k in cd_sizes.split(",")), min_num=cd_min_num, max_num=cd_max_num,
                   max_target=cd_max_target, min_solutions=cd_min_solutions, target=cd_target)
     _, test = tasks.load(task, dataset, n_problems, data_seed, regime)
-    res = evaluate(model, tokenizer, test[:num_problems], n, temperature, max_new_tokens, template,
-                   rows_per_batch, progress=True)
+    ctx = (torch.autocast(device_type=device.split(":")[0], dtype=getattr(torch, dtype))
+           if dtype != "float32" else nullcontext())
+    with ctx:
+        res = evaluate(model, tokenizer, test[:num_problems], n, temperature, max_new_tokens, template, rows,
+                       progress=True, logprob_batch_size=micro_batch_size)
     print(format_table(res))
-    path = out or f"{ckpt.rstrip('/')}/eval_n{n}.json"
     with open(path, "w") as f:
         json.dump({"ckpt": ckpt, **res}, f, indent=2)
     print(f"wrote {path}")

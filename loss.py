@@ -89,9 +89,12 @@ def clipped_surrogate(logp, old_logp, adv, eps_low=0.2, eps_high=0.2):
     return -torch.min(ratio * adv, ratio.clamp(1 - eps_low, 1 + eps_high) * adv)  # (B, T)
 
 
-def kl_k3(logp, ref_logp):
-    """k3 estimator of KL(pi_theta || pi_ref) per token: exp(q - p) - (q - p) - 1, q = log pi_ref."""
-    d = ref_logp - logp
+def kl_k3(logp, ref_logp, weight):
+    """k3 estimator of KL(pi_theta || pi_ref) per token: exp(q - p) - (q - p) - 1, q = log pi_ref; 0 where
+    weight is 0. Those positions (past EOS, or not kept) hold log-probs of padding that nothing bounds:
+    exp could overflow there, and aggregate's inf * 0 would make the whole loss NaN, so q - p is zeroed
+    before the exponential."""
+    d = (ref_logp - logp).masked_fill(weight == 0, 0.0)
     return torch.exp(d) - d - 1  # (B, T), >= 0
 
 
@@ -137,7 +140,7 @@ def policy_loss(logp, old_logp, adv, weight, denom, agg="token-mean", eps_low=0.
     L = agg(-min(rho A, clip(rho) A)) + kl_coef * agg(k3 KL to the reference)."""
     loss = aggregate(clipped_surrogate(logp, old_logp, adv, eps_low, eps_high), weight, agg, denom)
     if kl_coef > 0:
-        loss = loss + kl_coef * aggregate(kl_k3(logp, ref_logp), weight, agg, denom)
+        loss = loss + kl_coef * aggregate(kl_k3(logp, ref_logp, weight), weight, agg, denom)
     return loss
 
 
@@ -152,7 +155,7 @@ def ratio_stats(logp, old_logp, adv, mask, eps_low=0.2, eps_high=0.2):
     ratio = torch.exp(logp - old_logp)  # rho_{i,t}
     low = ((ratio < 1 - eps_low) & (adv < 0)).to(mask.dtype)
     high = ((ratio > 1 + eps_high) & (adv > 0)).to(mask.dtype)
-    kl = kl_k3(old_logp, logp)  # exp(log rho) - log rho - 1
+    kl = kl_k3(old_logp, logp, mask)  # exp(log rho) - log rho - 1
     return torch.stack([(low * mask).sum(), (high * mask).sum(), (kl * mask).sum()])
 
 

@@ -61,6 +61,7 @@ def load_policy(name_or_path, device="cpu", dtype=torch.float32):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.generation_config.pad_token_id = tokenizer.pad_token_id
+    check_logprobs(model, name_or_path)
     return model, tokenizer
 
 
@@ -104,6 +105,25 @@ def save_policy(model, tokenizer, path):
     else:
         model.save_pretrained(path)
     tokenizer.save_pretrained(path)
+LOGPROB_TOL = 1e-3  # float32 on one input: the two paths agree to ~1e-6 where they compute the same thing
+
+
+@torch.no_grad()
+def check_logprobs(model, name="the model"):
+    """Refuses a model whose log-probs are not log_softmax(lm_head(last hidden state)), the assumption of
+    _response_hidden (and so of the rollout and training): final-logit soft-capping (Gemma-2) or a logit
+    scale (Cohere, Granite) would silently change every log-prob. Compares with the model's own forward
+    on a short input, so no list of architectures goes stale."""
+    ids = (torch.arange(1, 9, device=model.device) % model.config.vocab_size)[None]  # (1, 8) any tokens
+    ones = torch.ones_like(ids)
+    hidden, lm_head = _response_hidden(model, ids, ones, 1)  # (1, 7, D): the rows predicting tokens 1..7
+    ours = F.log_softmax(_logits(hidden, lm_head, 1.0), -1)  # (1, 7, V)
+    own = F.log_softmax(model(input_ids=ids, attention_mask=ones).logits[:, :-1].float(), -1)  # (1, 7, V)
+    diff = (ours - own).abs().max().item()
+    if not diff <= LOGPROB_TOL:
+        raise SystemExit(f"{name}: log_softmax(lm_head(last hidden state)) differs from the model's own "
+                         f"log-probs by {diff:.3g} (final-logit soft-capping or a logit scale?); model.py "
+                         f"computes log-probs that way, so this architecture is not supported")
 
 
 # ----------------------------------------------------------------------------- log-probs
@@ -128,7 +148,7 @@ def _chunk_logp_entropy(hidden, targets, lm_head, temperature):
 
 def _response_hidden(model, input_ids, attention_mask, n_prompt):
     """Last hidden states (B, T, D) of the rows that predict the T response tokens (row t predicts
-    token t), and the LM head. Assumes logits = lm_head(last hidden state): Llama/Qwen/Mistral."""
+    token t), and the LM head. Assumes logits = lm_head(last hidden state), which load_policy checks."""
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # as HF generate does for left padding
     base = getattr(model, model.base_model_prefix)
     hidden = base(input_ids=input_ids, attention_mask=attention_mask,

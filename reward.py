@@ -7,7 +7,8 @@ Model text is never handed to eval/exec: the common reference scorer does that b
 character whitelist, which lets '**' and '//' through (an exponent tower hangs it), splits
 decimals into two numbers and accepts unary minus. Here a tiny hand-written parser accepts
 exactly  expr := term (('+'|'-') term)* ; term := factor (('*'|'/') factor)* ;
-factor := INT | '(' expr ')'  and the value is computed exactly with Fractions.
+factor := INT | '(' expr ')'  and the value is computed exactly with Fractions. An answer is
+expr or expr '=' expr (see countdown_reward for how the claimed value counts).
 """
 import logging
 import re
@@ -101,14 +102,34 @@ def parse_expression(s):
     return tree if parser.peek() == "" else None  # trailing text ('1.5', '3)', '2 2') is invalid
 
 
+def parse_answer(answer):
+    """The content of an <answer> tag -> (tree, claimed), or (None, None) when it is not well-formed.
+    An answer is an expression, or an equation 'expression = value' (instruct models often close with
+    '= target'): tree is the expression (the left side), claimed the tree of the value it claims, or None
+    for a bare expression."""
+    if answer is None or len(answer) > MAX_ANSWER_CHARS:
+        return None, None
+    left, sep, right = answer.partition("=")
+    tree, claimed = parse_expression(left), parse_expression(right) if sep else None
+    if tree is None or (sep and claimed is None):  # 'a = b = c' and '3*5+7 =' are not well-formed
+        return None, None
+    return tree, claimed
+
+
 def countdown_reward(completion, nums, target):
     """1.0 if the last answer uses exactly the multiset `nums` and equals `target` exactly;
-    FORMAT_SCORE if it parses but is wrong; 0.0 otherwise. Never raises."""
+    FORMAT_SCORE if it parses but is wrong; 0.0 otherwise. Never raises.
+    The chosen reading of an equation 'expression = value': it is scored as the expression alone when
+    the value is the target ('3*5+7 = 22' earns 1.0: the left side is right and the claim true), and
+    gets FORMAT_SCORE when it claims another value ('3*5+7 = 21'), right left side or not. (The common
+    scorer counts the '22' as a number used, so both get FORMAT_SCORE there: a right answer written
+    the way instruct models write it would earn no more than a wrong one.)"""
     try:
-        answer = extract_answer(completion)
-        tree = None if answer is None else parse_expression(answer)
+        tree, claimed = parse_answer(extract_answer(completion))
         if tree is None:
             return 0.0
+        if claimed is not None and evaluate(claimed) != target:
+            return FORMAT_SCORE
         # Check the numbers first: it is cheap, and it bounds the arithmetic to the problem's
         # own numbers rather than whatever the model wrote.
         if sorted(leaves(tree)) != sorted(nums):
@@ -124,9 +145,8 @@ def is_correct(completion, nums, target):
 
 
 def answer_key(completion):
-    """Canonical form of the parsed answer (to count distinct correct answers), or None."""
-    answer = extract_answer(completion)
-    tree = None if answer is None else parse_expression(answer)
+    """Canonical form of the parsed answer's expression (to count distinct correct answers), or None."""
+    tree, _ = parse_answer(extract_answer(completion))
     return None if tree is None else canonical(tree)
 
 
@@ -134,14 +154,15 @@ def answer_key(completion):
 # Math reward (GSM8K, MATH, AIME/AMC, the generated word problems): 1.0 if the final answer equals
 # the reference mathematically, else 0.0 (no format score: a boxed wrong answer is just wrong).
 # The final answer is the last \boxed{...} (the paper's instruction asks for one), else a GSM8K
-# '#### N' line, else the last number. Equality is math-verify's (sympy), so 1/2, 0.5, \frac12 and
+# '#### N' line; a response with neither has no answer (0.0). A last-number fallback would pay
+# truncated or unboxed responses by chance ('Step 2: carry the 5 and' -> 5), and the policy would
+# learn from those rewards. Equality is math-verify's (sympy), so 1/2, 0.5, \frac12 and
 # \dfrac{1}{2} are one answer. sympy on model text can be slow (a 9^{9^{9}} tower), so the answer is
 # capped in length and parse/verify run under math-verify's timeouts, which use signal.alarm and so
 # only work in the main thread. math_verify is imported on first use: Countdown runs don't need it.
 MAX_MATH_ANSWER_CHARS = 1000  # longer than any real final answer; bounds what reaches sympy
 MATH_TIMEOUT_S = 2  # per parse and per comparison; whole seconds (signal.alarm); real answers take ms
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
-_NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?")
 _THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 # A timeout on hostile text is expected and scored 0.0; math-verify would log each one as a
 # warning that echoes up to MAX_MATH_ANSWER_CHARS of the model's text.
@@ -177,17 +198,16 @@ def last_boxed(text):
 
 def extract_math_answer(completion):
     """The final answer of a completion, or None: the last box; else the text after the last
-    '####' up to the line's end; else the last number. A box that is never closed is None,
-    not a cue to guess a number from the rest. Linear time, never raises."""
+    '####' up to the line's end; else None (no guess from the last number). A box that is never
+    closed is None too, not a cue to guess from the rest. Linear time, never raises."""
     if not isinstance(completion, str):
         return None
     if any(c in completion for c in _BOX_COMMANDS):
         return last_boxed(completion)
     at = completion.rfind("####")
-    if at >= 0:
-        return completion[at + 4:].split("\n", 1)[0].strip() or None
-    numbers = _NUMBER.findall(completion)
-    return numbers[-1] if numbers else None
+    if at < 0:
+        return None
+    return completion[at + 4:].split("\n", 1)[0].strip() or None
 
 
 def _normalise(s):

@@ -42,12 +42,35 @@ def response_mask_from(response_ids, eos_token_ids):
     return (~after_eos).long(), ~is_eos.any(-1)
 
 
+def end_of_turn_id(tokenizer):
+    """The special token a chat template closes an assistant turn with (<|im_end|>, <|eot_id|>,
+    <end_of_turn>, ...), read off the template itself: render a turn whose content is a marker and
+    take the token right after it. None without a template, or when what follows is not a special
+    token (a template that ends turns with plain text, or refuses an assistant message)."""
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+    marker = "MARKER7319"
+    try:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": "1"},
+                                              {"role": "assistant", "content": marker}], tokenize=False)
+    except Exception:  # jinja raises whatever the template's author chose
+        return None
+    if marker not in text:
+        return None
+    after = tokenizer(text[text.rindex(marker) + len(marker):], add_special_tokens=False).input_ids
+    token = tokenizer.added_tokens_decoder.get(after[0]) if after else None
+    return after[0] if token is not None and token.special else None
+
+
 def end_of_response_ids(model, tokenizer):
-    """The tokenizer's EOS plus the model's generation_config EOS ids: a base model's tokenizer may say
-    <|endoftext|> while, under its chat template, it ends a turn with <|im_end|> (Qwen2.5-Math)."""
+    """The ids that end a response: the tokenizer's EOS, the model's generation_config EOS ids, and the
+    chat template's end-of-turn token. tasks.prompt opens an assistant turn whenever the tokenizer has
+    a template, and a base checkpoint may declare only <|endoftext|> as EOS while its template ends a
+    turn with <|im_end|> (Qwen2.5-Math): without it the model writes past its turn, invented turns
+    get gradient and the reward may read an answer from one."""
     ids = model.generation_config.eos_token_id
     ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
-    return sorted({i for i in (tokenizer.eos_token_id, *ids) if i is not None})
+    return sorted({i for i in (tokenizer.eos_token_id, *ids, end_of_turn_id(tokenizer)) if i is not None})
 
 
 def _decode_step(base, tok, mask, pos, cache):  # one new token per row -> last hidden (N, D)
@@ -74,13 +97,19 @@ class _StaticCache(StaticCache):
                               *args, **kwargs)
 
 
-def _static_cache(model, N, length, kv_dtype):
-    """One StaticCache per model, reused while (rows, length, dtype) stay the same: the compiled step
-    and its CUDA graphs are tied to the cache buffers' addresses, and a new cache each call would
-    re-record them every rollout (HF generate keeps its cache across calls for the same reason)."""
+def _static_cache(model, N, length, kv_dtype, keep):
+    """A StaticCache for N rows of `length` positions. keep=True (the compiled step) keeps one per model,
+    reused while (rows, length, dtype) stay the same: the compiled step and its CUDA graphs are tied to
+    the cache buffers' addresses, and a new cache each call would re-record them every rollout. Uncompiled,
+    reuse buys nothing and a kept cache would hold its memory through training (about 17 GB on the math
+    config), so the cache lives for one call."""
+    if not keep:
+        model.__dict__.pop("_rollout_cache", None)  # one a compiled rollout left behind
+        return _StaticCache(kv_dtype, config=model.config, max_cache_len=length)
     key = (N, length, kv_dtype, model.device)
     cache = getattr(model, "_rollout_cache", None)
     if cache is None or cache[0] != key:
+        model.__dict__.pop("_rollout_cache", None)  # free the old buffers before allocating new ones
         cache = (key, _StaticCache(kv_dtype, config=model.config, max_cache_len=length))
         model._rollout_cache = cache
     cache[1].reset()  # zero keys/values and the write position; the buffers keep their addresses
@@ -113,7 +142,7 @@ def generate(model, input_ids, attention_mask, G, max_new_tokens, temperature, e
     hidden = hidden.repeat_interleave(G, 0)  # (N, D)
     autocast = torch.is_autocast_enabled(device.type)  # the dtype attention computes in: the cache's
     kv_dtype = torch.get_autocast_dtype(device.type) if autocast else prefill.layers[0].keys.dtype
-    cache = _static_cache(model, N, P + max_new_tokens, kv_dtype)
+    cache = _static_cache(model, N, P + max_new_tokens, kv_dtype, keep=compile)
     for i, layer in enumerate(prefill.layers):  # the same keys/values in fixed (N, heads, P + T, d) buffers
         cache.update(layer.keys.repeat_interleave(G, 0), layer.values.repeat_interleave(G, 0), i)
     # the full-length mask exists from the start (fixed shapes for compile): prompt, then 0 until written
@@ -143,10 +172,16 @@ def rollout(model, tokenizer, prompts, G, max_new_tokens, temperature=1.0, logpr
             compile=False):
     """Samples G responses for each of the B prompts; responses of prompt b are rows b*G..b*G+G-1,
     so a group is contiguous. Pure sampling from softmax(logits / temperature), so old_logp is the
-    true probability of what was sampled. logprob_batch_size bounds the rows of the log-prob pass;
-    compile: see generate."""
+    true probability of what was sampled; temperature=0 is greedy decoding, whose old_logp and entropy
+    are those of softmax(logits) (T = 1: the greedy point mass would give log-prob 0 and entropy 0,
+    which say nothing). logprob_batch_size bounds the rows of the log-prob pass; compile: see generate."""
     device = next(model.parameters()).device
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False,
+    # A chat-templated prompt (tasks.prompt) holds its special tokens already; plain text gets those the
+    # tokenizer adds itself: the BOS that Llama, Mistral and Gemma base checkpoints expect (none for
+    # Qwen or the tiny character tokenizer).
+    add_special_tokens = not getattr(tokenizer, "chat_template", None)
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left",
+                    add_special_tokens=add_special_tokens,
                     pad_to_multiple_of=32 if compile else None).to(device)  # few shapes -> few recompiles
     eos_ids = end_of_response_ids(model, tokenizer)
     was_training = model.training
@@ -158,7 +193,7 @@ def rollout(model, tokenizer, prompts, G, max_new_tokens, temperature=1.0, logpr
     response_ids = response_ids.masked_fill(response_mask == 0, tokenizer.pad_token_id)
     input_ids = torch.cat([enc.input_ids.repeat_interleave(G, 0), response_ids], 1)
     attention_mask = torch.cat([enc.attention_mask.repeat_interleave(G, 0), response_mask], 1)
-    old_logp, entropy = response_logprobs(model, input_ids, attention_mask, n_prompt, temperature,
+    old_logp, entropy = response_logprobs(model, input_ids, attention_mask, n_prompt, temperature or 1.0,
                                           logprob_batch_size)
     model.train(was_training)
     texts = tokenizer.batch_decode(response_ids, skip_special_tokens=True)

@@ -27,7 +27,8 @@ def load(task, dataset, n_problems, seed=0, regime=None):
 def prompt(problem, template, tokenizer=None):
     """The prompt string. With a tokenizer that has a chat template (instruct models), the task text
     becomes the user turn and the assistant turn is opened; otherwise the plain text is the prompt.
-    The result is tokenised without adding special tokens (the template already has them)."""
+    The rollout tokenises a templated prompt as it is (the template has its special tokens) and adds
+    the tokenizer's own special tokens (a BOS) to plain text only."""
     if "nums" in problem:
         text = countdown.format_prompt(problem["nums"], problem["target"], template)
     else:
@@ -47,11 +48,12 @@ def reward(completion, problem):
 
 def answer_key(completion, problem):
     """What makes two correct answers *different*: for Countdown the expression up to commutativity
-    and associativity; for math, where every correct answer has the same value, the whole response
-    with whitespace removed (distinct correct solutions)."""
+    and associativity. For math None: every correct answer has the same value, and a key on the
+    response text would count samples (any change of wording), not solutions; distinct solutions
+    are not measured there, so evaluate reports "n/a"."""
     if "nums" in problem:
         return countdown_key(completion)
-    return "".join(completion.split())
+    return None
 
 
 def sft_completion(problem, rng):

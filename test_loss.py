@@ -212,16 +212,34 @@ def test_on_policy_surrogate_is_minus_advantage():
 
 def test_kl_k3():
     g = torch.Generator().manual_seed(0)
-    p, q = -torch.rand(20, generator=g) * 3, -torch.rand(20, generator=g) * 3
-    assert_close(loss.kl_k3(p, q), torch.exp(q - p) - (q - p) - 1, **TIGHT)
-    assert (loss.kl_k3(p, q) >= 0).all()
-    assert torch.equal(loss.kl_k3(p, p), torch.zeros(20))
+    p, q, on = -torch.rand(20, generator=g) * 3, -torch.rand(20, generator=g) * 3, torch.ones(20)
+    assert_close(loss.kl_k3(p, q, on), torch.exp(q - p) - (q - p) - 1, **TIGHT)
+    assert (loss.kl_k3(p, q, on) >= 0).all()
+    assert torch.equal(loss.kl_k3(p, p, on), torch.zeros(20))
     # by hand: q - p = 1 -> e - 2 = .71828;  q - p = -1 -> 1/e = .36788
-    assert_close(loss.kl_k3(t([0., 0.]), t([1., -1.])), t([math.e - 2, math.exp(-1)]), **TIGHT)
+    assert_close(loss.kl_k3(t([0., 0.]), t([1., -1.]), t([1, 1])), t([math.e - 2, math.exp(-1)]), **TIGHT)
     # unbiased: sum_v pi_theta(v) k3(v) = KL(pi_theta || pi_ref) on a small categorical
     lp = torch.log_softmax(torch.randn(7, generator=g, dtype=torch.float64), -1)
     lq = torch.log_softmax(torch.randn(7, generator=g, dtype=torch.float64), -1)
-    assert_close((lp.exp() * loss.kl_k3(lp, lq)).sum(), (lp.exp() * (lp - lq)).sum())
+    assert_close((lp.exp() * loss.kl_k3(lp, lq, torch.ones(7))).sum(), (lp.exp() * (lp - lq)).sum())
+
+
+def test_kl_past_eos_cannot_make_the_loss_nan():
+    # past EOS the log-probs are those of padding, which nothing bounds: here the policy gives the pad
+    # token log-prob -200 and the reference 0, so exp(q - p) = exp(200) = inf in float32. Masked after the
+    # exponential, inf * 0 = NaN would poison the loss and every gradient; masked before, that position is 0.
+    mask = t([[1, 1, 0], [1, 0, 0]])
+    logp = t([[-1., -2., -200.], [-.5, -200., -200.]]).requires_grad_()
+    ref = t([[-1.5, -1., 0.], [-.5, 0., 0.]])
+    adv = t([[1., 1., 1.], [-1., -1., -1.]]) * mask
+    denom = loss.normaliser(mask, "token-mean")
+    total = loss.policy_loss(logp, logp.detach(), adv, mask, denom, ref_logp=ref, kl_coef=.1)
+    total.backward()
+    assert torch.isfinite(total) and torch.isfinite(logp.grad).all()
+    # on-policy surrogate -(1 + 1 - 1)/3; k3 on the 3 response tokens: q - p = -.5, 1, 0
+    k3 = [math.exp(-.5) + .5 - 1, math.e - 2, 0.]
+    assert_close(total, t(-1 / 3 + .1 * sum(k3) / 3), **TIGHT)
+    assert (logp.grad[mask == 0] == 0).all()
 
 
 # ============================================================================= aggregation

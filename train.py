@@ -30,6 +30,7 @@ import os
 import random
 import shutil
 import sys
+import tempfile
 import time
 from contextlib import nullcontext
 
@@ -135,24 +136,52 @@ if ddp:
 master = rank == 0  # only rank 0 logs, evaluates the merged results and checkpoints
 
 ALGOS = ("grpo", "dr-grpo", "ds-grpo", "entropy-bonus", "entropy-penalty", "20-entropy", "stapo", "ict")
-if algo not in ALGOS:
-    raise SystemExit(f"algo must be one of {ALGOS}, got {algo!r}")
-if agg not in L.AGGS:
-    raise SystemExit(f"agg must be one of {L.AGGS}, got {agg!r}")
-if min(prompts_per_step, micro_batch_size, max_new_tokens, eval_n, final_eval_n, eval_batch_rows) < 1:
-    raise SystemExit("prompts_per_step, micro_batch_size, max_new_tokens, eval_n, eval_batch_rows must be >= 1")
-if group_size < 2:
-    raise SystemExit(f"group_size must be >= 2 (group-relative advantages), got {group_size}")
+INF = float("inf")  # `0 < x < INF` also refuses nan and inf
+RANGES = [  # (key, in range, the range): checked before anything is written, so a typo costs one line
+    ("algo", algo in ALGOS, f"one of {ALGOS}"),
+    ("dtype", dtype in ("float32", "bfloat16"), "float32 or bfloat16"),  # float16 would need a GradScaler
+    ("task", task in ("countdown", "math"), "'countdown' or 'math'"),
+    ("template", template in ("tiny", "instruct"), "'tiny' or 'instruct'"),
+    ("ds_form", ds_form in ("seq", "token", "reward"), "'seq', 'token' or 'reward'"),
+    ("agg", agg in L.AGGS, f"one of {L.AGGS}"),
+    ("eval_split", eval_split in ("test", "val"), "'test' or 'val'"),
+    ("cd_target", cd_target in ("uniform", "weighted"), "'uniform' or 'weighted'"),
+    ("temperature", 0 < temperature < INF, "> 0 (eval.py takes 0 for greedy decoding)"),
+    ("lr", 0 < lr < INF, "> 0"),
+    ("max_steps", max_steps >= 0, ">= 0 (0: evaluate only)"),
+    ("warmstart_steps", warmstart_steps >= 1, ">= 1"),
+    ("group_size", group_size >= 2, ">= 2 (group-relative advantages)"),
+    *((k, globals()[k] >= 1, ">= 1") for k in ("prompts_per_step", "micro_batch_size", "max_new_tokens", "eval_n",
+                                              "final_eval_n", "eval_batch_rows", "eval_problems", "n_problems",
+                                              "ppo_epochs")),
+    *((k, max_steps == 0 or globals()[k] >= 1, ">= 1") for k in ("eval_interval", "ckpt_interval", "log_interval")),
+    *((k, 0 <= globals()[k] < INF, ">= 0") for k in ("alpha", "beta", "kl_coef", "entropy_coef", "weight_decay",
+                                                    "grad_clip", "eps_high")),
+    ("eps_low", 0 <= eps_low < 1, "in [0, 1): the ratio is clipped below at 1 - eps_low"),
+    ("top_entropy_frac", 0 < top_entropy_frac <= 1, "in (0, 1]"),
+    ("stapo_q", 0 <= stapo_q <= 1, "in [0, 1]"),
+    ("ict_warmup_steps", ict_warmup_steps >= 0, ">= 0"),
+    ("val_problems", val_problems >= 0, ">= 0"),
+    ("cd_min_num", 1 <= cd_min_num <= cd_max_num, f"in 1..cd_max_num={cd_max_num}"),
+    *((k, globals()[k] >= 1, ">= 1") for k in ("cd_max_target", "cd_min_solutions")),
+]
+for key, ok, need in RANGES:
+    if not ok:
+        raise SystemExit(f"{key} must be {need}, got {globals()[key]!r}")
+if state and max_steps < state["step"]:
+    raise SystemExit(f"max_steps={max_steps} is before the checkpoint's step {state['step']}: give a later one")
 if prompts_per_step % world:
     raise SystemExit(f"prompts_per_step={prompts_per_step} must be a multiple of the {world} torchrun processes")
-if dtype not in ("float32", "bfloat16"):  # float16 would need a GradScaler
-    raise SystemExit(f"dtype must be float32 or bfloat16, got {dtype!r}")
+try:  # an unwritable or invalid out_dir is one line now, not a traceback at the first write
+    os.makedirs(out_dir, exist_ok=True)
+    tempfile.TemporaryFile(dir=out_dir).close()
+except (OSError, ValueError) as e:
+    raise SystemExit(f"cannot write to out_dir={out_dir!r} ({getattr(e, 'strerror', None) or e}): give another one")
 ckpt_dir = os.path.join(out_dir, "ckpt")
 if init_from != "resume" and any(os.path.exists(p) for p in (ckpt_dir, ckpt_dir + ".old",
                                                              os.path.join(out_dir, "final_eval.json"))):
     raise SystemExit(f"{out_dir} already holds a run: continue it with --init_from=resume, or start over "
                      f"in a new --out_dir (or delete {ckpt_dir} and {out_dir}/final_eval.json first)")
-os.makedirs(out_dir, exist_ok=True)
 rng = random.Random(seed)  # draws the global batch of training prompts: the same on every rank
 ctx = (torch.autocast(device_type=device.split(":")[0], dtype=getattr(torch, dtype))
        if dtype != "float32" else nullcontext())
@@ -168,8 +197,10 @@ train_set, test_set = tasks.load(task, dataset, n_problems, data_seed, regime)
 val_set, train_set = train_set[:val_problems], train_set[val_problems:]
 if not train_set or not test_set:
     raise SystemExit(f"dataset {dataset!r} has no train or no test problems for task {task!r}")
-if eval_split not in ("test", "val") or (eval_split == "val" and not val_set):
-    raise SystemExit(f"eval_split must be 'test' or 'val' (with val_problems > 0), got {eval_split!r}")
+if eval_split == "val" and not val_set:
+    raise SystemExit("eval_split='val' needs a validation split: give val_problems > 0")
+if prompts_per_step > len(train_set):
+    raise SystemExit(f"prompts_per_step={prompts_per_step} is more than the {len(train_set)} training problems")
 eval_set = (test_set if eval_split == "test" else val_set)[:eval_problems]
 log(f"{len(train_set)} train, {len(val_set)} validation, {len(test_set)} test problems; evaluating on "
     f"{len(eval_set)} {eval_split} problems" + (f"; {world} data-parallel ranks" if ddp else ""))
@@ -200,18 +231,21 @@ if kl_coef > 0:  # the frozen reference is the policy RL started from
     ref_model, _ = load_policy(state["ref_source"] if state else policy_source, device)
     ref_model.requires_grad_(False).eval()
 torch.manual_seed(seed + rank)  # after the warm start and loading: samples depend on `seed` alone
-optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.99))
+betas = (0.9, 0.99)
+optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=betas)
 if state:
     optimizer.load_state_dict(state["optimizer"])
-    for group in optimizer.param_groups:
-        group["lr"] = lr  # the saved optimizer's lr would otherwise win over --lr
+    for group in optimizer.param_groups:  # the saved hyperparameters would otherwise win over this run's
+        group.update(lr=lr, weight_decay=weight_decay, betas=betas)
     start_step = state["step"]
     rng.setstate(state["python_rng"])
-    torch.set_rng_state(state["torch_rng"])  # rank 0's; the other ranks draw fresh streams
-    if rank:
+    rank_rng = state.get("rng", [])  # each rank's own generator states (rng_states)
+    if len(rank_rng) == world:
+        torch.set_rng_state(rank_rng[rank]["torch"])
+        if rank_rng[rank]["cuda"] is not None and device.startswith("cuda"):
+            torch.cuda.set_rng_state(rank_rng[rank]["cuda"])
+    else:  # saved by another number of ranks: fresh streams, not those of the steps before
         torch.manual_seed(seed + rank + world * start_step)
-    if torch.cuda.is_available() and state.get("cuda_rng") is not None:
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
     log(f"resumed from {ckpt_dir} at step {start_step}")
 ref_source = state["ref_source"] if state else policy_source
 metrics_path = os.path.join(out_dir, "metrics.jsonl")
@@ -239,16 +273,27 @@ def log_json(record):
                   step=record.get("step", record.get("eval_step")))
 
 
-def save_checkpoint(step):
-    """save_pretrained + optimizer/RNG state, written to a temp dir and swapped in with renames,
-    so a run killed at any moment leaves the previous complete checkpoint (or the new one)."""
+def rng_states():
+    """Every rank's own torch (and CUDA) generator state, index = rank. Each rank samples its own
+    responses, so a resumed run must give each rank its own stream back, not rank 0's to all.
+    Under torchrun a collective: every rank calls it."""
+    mine = {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state() if device.startswith("cuda") else None}  # this rank's GPU
+    if not ddp:
+        return [mine]
+    states = [None] * world
+    dist.all_gather_object(states, mine)
+    return states
+
+
+def save_checkpoint(step, rank_rng):
+    """save_pretrained + optimizer/RNG state (rank_rng: rng_states()), written to a temp dir and swapped
+    in with renames, so a run killed at any moment leaves the previous complete checkpoint (or the new one)."""
     tmp, old = ckpt_dir + ".tmp", ckpt_dir + ".old"
     shutil.rmtree(tmp, ignore_errors=True)
     save_policy(model, tokenizer, tmp)  # with LoRA, the adapter only
     torch.save({"step": step, "optimizer": optimizer.state_dict(), "python_rng": rng.getstate(),
-                "torch_rng": torch.get_rng_state(), "config": config, "ref_source": ref_source,
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-               os.path.join(tmp, "state.pt"))
+                "rng": rank_rng, "config": config, "ref_source": ref_source}, os.path.join(tmp, "state.pt"))
     if os.path.exists(ckpt_dir):
         os.replace(ckpt_dir, old)
     os.replace(tmp, ckpt_dir)
@@ -260,7 +305,7 @@ def run_eval(step, n):
     t0 = time.time()
     with ctx:
         res = evaluate(model, tokenizer, eval_set[rank::world], n, temperature, max_new_tokens, template,
-                       eval_batch_rows, compile=compile)
+                       eval_batch_rows, compile=compile, logprob_batch_size=micro_batch_size)
     if ddp:
         shards = [None] * world
         dist.all_gather_object(shards, res)
@@ -312,7 +357,7 @@ for step in bar:
     # 4. update: ppo_epochs optimizer steps, each over the whole batch in micro-batches
     ratio_sums = torch.zeros(3, device=device)  # clipped low / high, KL(pi_old || pi_theta), over all updates
     for _ in range(ppo_epochs):
-        loss_sum = 0.0
+        loss_sum, finite = 0.0, True
         for idx in torch.arange(len(rewards), device=device).split(micro_batch_size):
             with ctx:
                 logp, entropy = response_logprobs(model, ro.input_ids[idx], ro.attention_mask[idx], ro.n_prompt,
@@ -322,10 +367,17 @@ for step in bar:
                 loss = loss + L.entropy_term(algo, entropy, weight[idx], agg, denom, entropy_coef)  # -/+ c H_bar
             ratio_sums += L.ratio_stats(logp, ro.old_logp[idx], adv[idx], mask[idx], eps_low, eps_high)
             if not torch.isfinite(loss):
-                raise SystemExit(f"step {step}: the loss is {loss.item()}; nothing from this step was saved "
-                                 f"(last checkpoint: {ckpt_dir}). Try a lower lr or grad_clip.")
+                finite = False
+                break
             loss.backward()
             loss_sum += loss.item()
+        if ddp:  # decided together: a rank that exited alone would leave the others waiting in the all-reduce
+            flag = torch.tensor(float(finite), device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            finite = bool(flag.item())
+        if not finite:
+            raise SystemExit(f"step {step}: the loss is not finite{' on some rank' if ddp else ''}; nothing from "
+                             f"this step was saved (last checkpoint: {ckpt_dir}). Try a lower lr or grad_clip.")
         if ddp:  # sum the ranks' gradients (each rank's loss is its share of the global-batch loss)
             for p in model.parameters():  # NCCL queues these on the GPU stream without blocking the CPU
                 if p.grad is not None:
@@ -338,9 +390,10 @@ for step in bar:
         optimizer.zero_grad(set_to_none=True)
     t3 = time.time()
 
-    # 5. metrics
-    seq_L = L.seq_logprob(ro.old_logp, mask)
-    ds = L.ds_term(correct, seq_L, alpha, beta) if algo == "ds-grpo" else torch.zeros_like(seq_L)  # the 'seq' form
+    # 5. metrics. The DS term as it entered the advantage in the configured ds_form (for 'reward': centred in
+    #    its group), per response the mean over its tokens; 0 for the other algos
+    ds = adv - L.advantages(algo, rewards, correct, ro.old_logp, mask, group_size, 0.0, 0.0, ds_form, scale_std)
+    ds = (ds * mask).sum(-1) / mask.sum(-1).clamp(min=1)  # (B,)
     tok_c, tok_w = mask * correct[:, None], mask * (1 - correct[:, None])  # tokens of correct / wrong responses
     clip_low, clip_high, kl_old = (ratio_sums / (mask.sum() * ppo_epochs).clamp(min=1)).tolist()
     record = {
@@ -373,8 +426,10 @@ for step in bar:
     last = step + 1 == max_steps
     if (step + 1) % eval_interval == 0 and not last:
         run_eval(step + 1, eval_n)
-    if master and ((step + 1) % ckpt_interval == 0 or last):
-        save_checkpoint(step + 1)
+    if (step + 1) % ckpt_interval == 0 or last:
+        rank_rng = rng_states()  # gathered from every rank
+        if master:
+            save_checkpoint(step + 1, rank_rng)
 bar.close()
 final = run_eval(max_steps, final_eval_n)
 if ddp:  # the ranks must hold the same parameters: same start, same summed gradients, same update

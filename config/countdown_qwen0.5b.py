@@ -1,7 +1,7 @@
 # DS-GRPO on Countdown with Qwen2.5-0.5B-Instruct on one GPU (the paper's settings, METHODS.md section 3).
-# Memory, by arithmetic (not measured here): 0.5B params in float32 = 2 GB, AdamW states 4 GB,
-# grads 2 GB; activations of a micro-batch of 16 x ~1.2k tokens with gradient checkpointing and
-# the chunked LM head stay under ~10 GB. A 24 GB GPU should do; 40 GB+ leaves room for generation.
+# Memory, by arithmetic (not measured; README, "Memory, by arithmetic"): weights, grads and AdamW
+# states 7.9 GB, a 3.7 GB KV cache for the rollout, ~3 GB of update activations: a peak near 11 GB,
+# so a 24 GB GPU does.
 # Needs the network once to download the model (or a local path in init_from).
 init_from = "Qwen/Qwen2.5-0.5B-Instruct"
 out_dir = "out/countdown_qwen0.5b"

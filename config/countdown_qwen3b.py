@@ -1,8 +1,8 @@
 # DS-GRPO on Countdown with Qwen2.5-3B-Instruct on one GPU (the paper's settings, METHODS.md section 3).
-# Memory, by arithmetic (not measured): 3.1B params in float32 = 12.4 GB, AdamW states 24.7 GB,
-# grads 12.4 GB -> ~50 GB before activations; with gradient checkpointing, the chunked LM head and
-# micro-batches of 8 x ~1.2k tokens, plan on an 80 GB GPU (H100/A100-80GB). Smaller GPUs need FSDP
-# or an 8-bit optimizer, which this repository does not do.
+# Memory, by arithmetic (not measured; README, "Memory, by arithmetic"): weights, grads and AdamW
+# states 49.4 GB, an 11.2 GB KV cache for the rollout, ~4 GB of update activations: a peak near 54 GB,
+# so an 80 GB GPU (H100/A100-80GB). Smaller GPUs need FSDP or an 8-bit optimizer, which this
+# repository does not do.
 init_from = "Qwen/Qwen2.5-3B-Instruct"
 out_dir = "out/countdown_qwen3b"
 task = "countdown"

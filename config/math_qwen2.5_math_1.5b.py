@@ -2,11 +2,10 @@
 # the MATH train split, evaluate on its test split (for MATH-500, AIME24, AMC23 use eval.py, e.g.
 #   python eval.py --task=math --dataset=math500 --num_problems=500 --n=16 --template=instruct \
 #       --temperature=0.7 --max_new_tokens=2048 --ckpt=out/math_qwen1.5b/ckpt
-# Memory, by arithmetic (not measured): 1.5B params in float32 = 6.2 GB, AdamW states 12.4 GB, grads
-# 6.2 GB -> ~25 GB; activations of micro-batches of 8 x ~2.3k tokens with gradient checkpointing and
-# the chunked LM head add ~5-10 GB, and generating 256 x 2048 tokens needs a KV cache of ~15 GB in
-# bf16 (28 layers x 2 x 256 kv-dim x 2 bytes x 524k tokens; more if autocast keeps parts of it in
-# float32). Plan on an 80 GB GPU (or halve prompts_per_step on 40 GB).
+# Memory, by arithmetic (not measured; README, "Memory, by arithmetic"): weights, grads and AdamW states
+# 24.7 GB; the rollout's bf16 KV cache for 256 x ~2.3k tokens is 17.2 GB (28 KiB a token), freed before
+# the update, whose activations (micro-batches of 8, gradient checkpointing) add ~5 GB: a peak near
+# 36 GB (during the rollout). A 48 GB or 80 GB GPU does; on 40 GB halve prompts_per_step.
 init_from = "Qwen/Qwen2.5-Math-1.5B"
 out_dir = "out/math_qwen1.5b"
 task = "math"

@@ -38,6 +38,49 @@ def test_torchrun_train_two_ranks_stay_identical(tmp_path):
     assert os.path.exists(os.path.join(out, "ckpt", "model.safetensors"))
 
 
+def test_torchrun_resume_gives_each_rank_its_own_sampling_stream(tmp_path):
+    # every rank samples its own responses from its own generator: a run stopped after step 1 and resumed
+    # must draw exactly what the uninterrupted run drew at step 2, on every rank (restoring rank 0's
+    # stream on all ranks, or a fresh one on ranks >= 1, changes rank 1's responses and so the metrics)
+    no_eval = ["--eval_interval=100"]  # evaluations draw from the generator too: only at step 0 and the end
+    straight, stopped = str(tmp_path / "straight"), str(tmp_path / "stopped")
+    torchrun("train.py", f"--out_dir={straight}", *TINY, *no_eval)
+    torchrun("train.py", f"--out_dir={stopped}", *TINY, *no_eval, "--max_steps=1")
+    torchrun("train.py", f"--out_dir={stopped}", "--init_from=resume", "--max_steps=2")
+
+    def step2(out):
+        with open(os.path.join(out, "metrics.jsonl")) as f:
+            return next(r for r in map(json.loads, f) if r.get("step") == 2)
+    a, b = step2(straight), step2(stopped)
+    for key in ("reward", "entropy", "response_len", "loss", "grad_norm"):
+        assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-9), key
+
+
+# A loss that is not finite on one rank only: that rank must not leave alone, or the other waits for it in
+# the gradient all-reduce. Both decide together and exit with the same one-line error.
+NAN_ON_RANK_1 = textwrap.dedent("""
+    import os, runpy, sys
+    import loss
+    if os.environ["RANK"] == "1":
+        real = loss.policy_loss
+        loss.policy_loss = lambda *a, **k: real(*a, **k) * float("nan")
+    sys.argv = ["train.py", *sys.argv[1:]]
+    runpy.run_path("train.py", run_name="__main__")
+""")
+
+
+def test_a_nan_loss_on_one_rank_stops_every_rank_with_one_line(tmp_path):
+    (tmp_path / "nan_on_rank_1.py").write_text(NAN_ON_RANK_1)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        str(tmp_path / "nan_on_rank_1.py"), f"--out_dir={tmp_path / 'run'}", *TINY], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert p.returncode != 0
+    out = p.stdout + p.stderr
+    assert out.count("step 0: the loss is not finite on some rank") == 2, out[-3000:]  # both ranks, no hang
+    assert not os.path.exists(tmp_path / "run" / "ckpt")  # nothing from the step was saved
+
+
 def test_torchrun_refuses_a_batch_it_cannot_split(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",

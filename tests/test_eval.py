@@ -1,10 +1,20 @@
 """Unbiased pass@k (METHODS.md section 7) against a brute-force count, and the k grid."""
 import itertools
+import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
+import torch
 
-from eval import ks_for, pass_at_k
+import countdown
+import tasks
+from eval import evaluate, format_table, ks_for, pass_at_k, summarize
+from model import char_tokenizer, tiny_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def brute_force_pass_at_k(n, c, k):
@@ -59,7 +69,7 @@ def test_ks_for():
 
 def test_merging_shards_equals_one_evaluation():
     # data-parallel evaluation: per-problem counts of disjoint shards merge into the full result
-    from eval import merge_results, summarize
+    from eval import merge_results
     full = summarize(8, 1.0, [0, 3, 8, 1, 5], [0, 2, 1, 1, 3], 12.0, 30)
     shards = [summarize(8, 1.0, [0, 8, 5], [0, 1, 3], 7.0, 18), summarize(8, 1.0, [3, 1], [2, 1], 5.0, 12),
               summarize(8, 1.0, [], [], 0.0, 0)]  # a rank with no problem
@@ -67,3 +77,82 @@ def test_merging_shards_equals_one_evaluation():
     for key in ("pass@k", "accuracy", "distinct_correct", "entropy", "problems"):
         assert merged[key] == pytest.approx(full[key])
     assert full["pass@k"][1] == pytest.approx((0 + 3 + 8 + 1 + 5) / 40)  # pass@1 = mean accuracy
+
+
+# ============================================================================= evaluate() on a tiny model
+def tiny_policy():
+    tok = char_tokenizer()
+    torch.manual_seed(0)
+    return tiny_model(tok, n_layer=1, n_embd=32, n_head=2).eval(), tok
+
+
+def test_greedy_evaluation_works():
+    # temperature 0 is greedy decoding: the n samples of a problem are one response, so each problem is
+    # all right or all wrong, and the entropy (of softmax(logits), T = 1) is a number, not NaN
+    m, tok = tiny_policy()
+    problems = countdown.generate_problems(3, seed=0)
+    res = evaluate(m, tok, problems, n=3, temperature=0, max_new_tokens=8, rows_per_batch=9)
+    assert math.isfinite(res["entropy"]) and res["entropy"] > 0
+    assert all(c in (0, 3) for c in res["correct"]) and res["temperature"] == 0
+    torch.manual_seed(1)  # another seed, the same responses
+    assert evaluate(m, tok, problems, n=3, temperature=0, max_new_tokens=8, rows_per_batch=9)["entropy"] == \
+        pytest.approx(res["entropy"], abs=1e-6)
+
+
+def test_evaluation_bounds_the_rows_of_its_log_prob_pass():
+    # the entropy pass runs over every generated row; for 2048-token responses all rows at once do not fit
+    # (README, "Memory"): at most logprob_batch_size rows go through the model together
+    m, tok = tiny_policy()
+    rows = []
+    hook = m.model.register_forward_hook(lambda mod, args, kwargs, out: rows.append(kwargs["input_ids"].shape),
+                                         with_kwargs=True)
+    problems = countdown.generate_problems(4, seed=0)
+    evaluate(m, tok, problems, n=4, max_new_tokens=6, rows_per_batch=16, logprob_batch_size=3)
+    hook.remove()
+    P = max(s[1] for s in rows if s[0] == 4)  # the prefill: the 4 prompts of a batch, once each
+    full = [s for s in rows if s[1] > P]  # prompt + response: the log-prob passes
+    assert full and all(s[0] <= 3 for s in full) and sum(s[0] for s in full) == 16
+
+
+def test_distinct_answers_are_n_a_for_math():
+    # every correct math answer has the same value; a key on the response text counts samples (two
+    # wordings of one solution were two "distinct answers"), so the number is not reported: n/a
+    p = {"question": "Tom has 7 pens and buys 7 more. How many pens does he have?", "answer": "14"}
+    right = ["7 + 7 = 14, so \\boxed{14}", "He has 7 + 7 = \\boxed{14} pens."]
+    assert all(tasks.reward(r, p) == 1.0 for r in right)
+    assert {tasks.answer_key(r, p) for r in right} == {None}
+    res = summarize(2, 1.0, [2, 0], [None, None], 3.0, 10)
+    assert res["distinct_correct"] is None and "distinct correct answers / problem: n/a" in format_table(res)
+    # Countdown keeps its count: distinct up to commutativity and associativity
+    cd = {"nums": [3, 5, 7], "target": 22}
+    assert len({tasks.answer_key(f"<answer>{a}</answer>", cd) for a in ("3*5+7", "7+5*3", "(3*5)+7")}) == 1
+
+
+def eval_py(*args):
+    return subprocess.run([sys.executable, "eval.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_eval_py_runs_under_bf16_autocast_and_greedy(tmp_path):
+    # eval.py has train.py's dtype handling (autocast, float32 weights): the GPU path, on the CPU
+    m, tok = tiny_policy()
+    m.save_pretrained(tmp_path / "ckpt")
+    tok.save_pretrained(tmp_path / "ckpt")
+    out = tmp_path / "res.json"
+    p = eval_py(f"--ckpt={tmp_path / 'ckpt'}", "--n=2", "--num_problems=2", "--n_problems=300",
+                "--max_new_tokens=4", "--dtype=bfloat16", "--temperature=0", f"--out={out}")
+    assert p.returncode == 0, p.stderr[-2000:]
+    res = json.load(open(out))
+    assert res["problems"] == 2 and math.isfinite(res["entropy"])
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("--temperature=-1", "temperature must be >= 0"),
+    ("--n=0", "must be >= 1"),
+    ("--out=/proc/no/such/dir/res.json", "cannot write the results to '/proc/no/such/dir/res.json'"),
+])
+def test_eval_py_bad_input_is_one_line_before_loading(arg, message):
+    # the checkpoint does not exist either: the bad value is found first, before anything is loaded
+    p = eval_py("--ckpt=./no/such/ckpt", arg)
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert message in p.stderr.strip().splitlines()[-1]

@@ -49,8 +49,7 @@ def reward(completion, answer, limit_s=10.0):
     (r"\fbox{42}", "42"),
     (r"\boxed{3.}", "3"),
     ("Natalia sold 48/2 = 24 clips in May.\n48+24 = 72\n#### 72", "72"),
-    ("The answer is 1,000.", "1000"),
-    ("7 + 12 - 5 = 14", "14"),
+    ("#### 1,000.", "1000"),
 ])
 def test_equal_answers(completion, answer):
     assert reward(completion, answer) == 1.0
@@ -84,7 +83,20 @@ def test_last_box_wins():
     assert reward(r"first \boxed{4}, no wait: \boxed{3}", "4") == 0.0
     assert reward(r"\boxed{3} then \fbox{4}", "4") == 1.0
     assert reward(r"\boxed{4} #### 3", "4") == 1.0  # a box beats a '####' line
-    assert reward("#### 3\nso 4", "3") == 1.0  # a '####' line beats the last number
+    assert reward("#### 3\nso 4", "3") == 1.0  # a '####' line beats any number after it
+
+
+@pytest.mark.parametrize("completion, answer", [
+    ("Step 1: 12 + 8 = 20. Step 2: carry the 5 and", "5"),  # truncated mid-thought
+    ("7 + 12 - 5 = 14", "14"),  # right, but never boxed: the instruction asks for \boxed{}
+    ("The answer is 1,000.", "1000"),
+    (r"so the answer is \boxed{14", "14"),  # a box cut off by the length limit
+])
+def test_no_boxed_or_hash_answer_earns_nothing(completion, answer):
+    # a last-number fallback would pay these by chance, and training would reinforce it: the reward
+    # requires the final answer in \boxed{} (or a GSM8K '####' line)
+    assert extract_math_answer(completion) is None
+    assert reward(completion, answer) == 0.0
 
 
 def test_extract_math_answer():
@@ -97,7 +109,7 @@ def test_extract_math_answer():
     assert extract_math_answer("\\boxed\n") is None
     assert extract_math_answer(r"\boxed{3} and then \boxed{4") is None  # truncated: no answer, no guess
     assert extract_math_answer("x\n#### 1,234\nbye") == "1,234"
-    assert extract_math_answer("it is -3.5 or 2") == "2"
+    assert extract_math_answer("it is -3.5 or 2") is None
     assert extract_math_answer("no numbers") is None
     assert extract_math_answer(None) is None
     assert last_boxed("no box") is None

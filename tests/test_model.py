@@ -171,32 +171,16 @@ def test_end_of_response_ids_joins_tokenizer_and_generation_config():
     assert end_of_response_ids(m, tok) == [tok.eos_token_id]
 
 
-def test_rollout_ignores_the_models_own_sampling_settings():
-    # hub generation configs set repetition_penalty, top_k, ...; generate would apply them to every
-    # field we leave unset, and old_logp would no longer be the probability of what was sampled
-    tok = char_tokenizer()
-    torch.manual_seed(0)
-    m = tiny_model(tok, n_layer=1, n_embd=32, n_head=2)
-    prompts = [format_prompt([1, 2, 3], 6), format_prompt([10, 2], 5)]
-    torch.manual_seed(1)
-    plain = rollout_mod.rollout(m, tok, prompts, 3, 6)
-    m.generation_config.repetition_penalty, m.generation_config.top_k = 50.0, 2
-    torch.manual_seed(1)
-    tweaked = rollout_mod.rollout(m, tok, prompts, 3, 6)
-    assert torch.equal(plain.input_ids, tweaked.input_ids)
-    assert m.generation_config.repetition_penalty == 50.0  # the model's config is left as it was
-
-
 # ============================================================================= rollout
-def eos_biased(m, tok, bias=2.0):
-    """Gives the (tied) LM head a bias toward EOS so a random model ends some responses early.
-    generate (via forward) and response_logprobs (via get_output_embeddings) both use it."""
+def eos_biased(m, tok, bias=2.0, token_id=None):
+    """Gives the (tied) LM head a bias toward EOS (or token_id) so a random model ends some responses
+    early. generate (via forward) and response_logprobs (via get_output_embeddings) both use it."""
     old = m.get_output_embeddings()
     head = torch.nn.Linear(old.in_features, old.out_features, bias=True)
     head.weight = old.weight
     with torch.no_grad():
         head.bias.zero_()
-        head.bias[tok.eos_token_id] = bias
+        head.bias[tok.eos_token_id if token_id is None else token_id] = bias
     m.set_output_embeddings(head)
     return m
 

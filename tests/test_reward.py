@@ -77,6 +77,29 @@ def test_division_by_zero_is_not_correct():
     assert reward(tag("(3-3)/5"), [3, 3, 5], 0) == 1.0  # zero as a numerator is fine
 
 
+# ----------------------------------------------------------------------------- equations
+@pytest.mark.parametrize("answer, score", [
+    ("3*5+7=22", 1.0),          # how instruct models often write it: a right left side, a true claim
+    (" 3*5+7 = 22 ", 1.0),
+    ("7+5*3 = (44/2)", 1.0),    # the claim is a value, in whatever form
+    ("3*5+7=21", FORMAT_SCORE),  # a right left side with a false claim is not a right answer
+    ("3+5+7=22", FORMAT_SCORE),  # a false equation claiming the target
+    ("3+5+7=15", FORMAT_SCORE),  # a true equation, but not the target
+    ("3*5=15", FORMAT_SCORE),    # numbers missing
+    ("3*5+7=", 0.0),             # not well-formed: no value
+    ("=22", 0.0),
+    ("3*5+7=22=22", 0.0),
+    ("3*5+7==22", 0.0),
+    ("3*5+7=x", 0.0),
+])
+def test_an_equation_is_scored_by_its_left_side_when_it_claims_the_target(answer, score):
+    # the chosen reading (reward.countdown_reward): 'expr = target' is scored as expr; another claimed
+    # value gets the format score; the common scorer gave 0.1 to all of the well-formed ones
+    assert reward(tag(answer)) == score
+    if score == 1.0:  # and it is the same answer as the bare expression
+        assert answer_key(tag(answer)) == answer_key(tag("3*5+7"))
+
+
 # ----------------------------------------------------------------------------- tags
 def test_no_answer_tag_scores_zero():
     assert reward("3*5+7") == 0.0

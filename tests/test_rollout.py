@@ -4,6 +4,7 @@ import pytest
 import torch
 from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
+import rollout as rollout_mod
 from countdown import format_prompt
 from model import char_tokenizer, tiny_model
 from rollout import end_of_response_ids, generate
@@ -66,6 +67,31 @@ def test_generate_matches_hf_generate(tok, name, do_sample):
         assert ours.shape[1] == max_new
 
 
+def test_rollout_takes_only_the_eos_ids_of_the_models_generation_config(tok):
+    # a hub generation_config sets top_k, top_p, a repetition penalty, its own temperature, ...: the rollout
+    # samples from softmax(logits / T) alone, or old_logp would not be the probability of what was sampled,
+    # and it takes only the config's EOS ids. The reference: HF generate with all of those settings neutral.
+    torch.manual_seed(0)
+    stop = tok.convert_tokens_to_ids(">")  # an end-of-response id that only the generation config names
+    m = eos_biased(tiny_model(tok, n_layer=2, n_embd=32, n_head=2), tok, 1.5, token_id=stop).eval()
+    eos = [tok.eos_token_id, stop]
+    m.generation_config.update(do_sample=True, top_k=2, top_p=0.5, repetition_penalty=50.0, temperature=0.1,
+                               eos_token_id=eos)
+    G, max_new, T = 4, 12, 0.7
+    torch.manual_seed(5)
+    ro = rollout_mod.rollout(m, tok, PROMPTS, G, max_new, temperature=T)
+    ours = ro.input_ids[:, ro.n_prompt:]
+    assert (ours == stop).any(-1).any() and not (ours == stop).any(-1).all()  # '>' ended some responses
+    m.generation_config = GenerationConfig(eos_token_id=eos, pad_token_id=tok.pad_token_id)  # all neutral
+    enc = tok(PROMPTS, return_tensors="pt", padding=True, padding_side="left")
+    cfg = GenerationConfig(do_sample=True, temperature=T, top_k=0, top_p=1.0, repetition_penalty=1.0,
+                           max_new_tokens=max_new, num_return_sequences=G, eos_token_id=eos,
+                           pad_token_id=tok.pad_token_id)
+    torch.manual_seed(5)
+    ref = m.generate(**enc, generation_config=cfg)[:, enc.input_ids.shape[1]:]
+    assert same_tokens(ours, ref, tok.pad_token_id)
+
+
 def test_generate_changes_with_the_seed(tok):
     # the check above could pass trivially if sampling were deterministic
     m = models(tok)["llama"]
@@ -91,55 +117,63 @@ def test_prompt_encoded_once_per_group(tok):
     assert all(shape == (B * 5, 1) for shape in seen[1:])  # then one token per response per step
 
 
-def test_compiled_decode_step_gives_the_same_tokens(tok):
-    # compile=True (torch.compile of the decode step; CUDA graphs on a GPU) must not change the result
+def test_compiled_decode_step_gives_the_same_tokens_and_keeps_its_cache(tok):
+    # compile=True (torch.compile of the decode step; CUDA graphs on a GPU) must not change the result.
+    # Its cache's buffers keep their addresses across rollouts (CUDA graphs replay instead of
+    # re-recording), and what a previous call wrote must not leak into the next one.
     m = models(tok)["llama"]
-    enc = tok(PROMPTS, return_tensors="pt", padding=True, padding_side="left")
-    args = (enc.input_ids, enc.attention_mask, 3, 10, 0, [tok.eos_token_id], tok.pad_token_id)
-    assert torch.equal(generate(m, *args), generate(m, *args, compile=True))
-
-
-def test_the_static_cache_is_reused_and_reset_between_calls(tok):
-    # the cache's buffers keep their addresses across rollouts (CUDA graphs replay instead of
-    # re-recording); what a previous call wrote must not leak into the next one
-    m = models(tok, 0.1)["qwen2-gqa"]
     other = tok(PROMPTS[::-1], return_tensors="pt", padding=True, padding_side="left")
     enc = tok(PROMPTS, return_tensors="pt", padding=True, padding_side="left")
     assert other.input_ids.shape == enc.input_ids.shape  # same shapes: the same cache is reused
     args = (3, 10, 0, [tok.eos_token_id], tok.pad_token_id)
-    generate(m, other.input_ids, other.attention_mask, *args)
+    plain = generate(m, enc.input_ids, enc.attention_mask, *args)
+    generate(m, other.input_ids, other.attention_mask, *args, compile=True)
     cache = m._rollout_cache[1]
-    reused = generate(m, enc.input_ids, enc.attention_mask, *args)
+    assert torch.equal(generate(m, enc.input_ids, enc.attention_mask, *args, compile=True), plain)
     assert m._rollout_cache[1] is cache
-    del m._rollout_cache  # a fresh cache
-    assert torch.equal(reused, generate(m, enc.input_ids, enc.attention_mask, *args))
+
+
+def test_the_uncompiled_rollout_frees_its_cache(tok, monkeypatch):
+    # uncompiled, a kept cache buys nothing and would hold (rows x (prompt + max_new_tokens)) keys and
+    # values through training (about 17 GB on the math config): it must be gone when generate returns
+    import gc
+    import weakref
+    m = models(tok, 0.1)["qwen2-gqa"]
+    enc = tok(PROMPTS, return_tensors="pt", padding=True, padding_side="left")
+    made = []
+    real = rollout_mod._static_cache
+    monkeypatch.setattr(rollout_mod, "_static_cache", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+    generate(m, enc.input_ids, enc.attention_mask, 3, 10, 0, [tok.eos_token_id], tok.pad_token_id)
+    cache = weakref.ref(made.pop())
+    gc.collect()
+    assert cache() is None and not hasattr(m, "_rollout_cache")
 
 
 @pytest.mark.parametrize("name", ["llama", "qwen2-gqa"])
 @pytest.mark.parametrize("do_sample", [False, True])
-def test_generate_under_autocast_matches_hf_generate(tok, name, do_sample):
+def test_generate_under_autocast_matches_hf_generate(tok, name, do_sample, monkeypatch):
     # train.py rolls out under bf16 autocast on a GPU (float32 weights): keys come out float32 and
     # values bfloat16, which a plain StaticCache refuses; the same tokens as HF generate under autocast
     m = models(tok, 3.0 if do_sample else 0.1)[name]
     enc = tok(PROMPTS, return_tensors="pt", padding=True, padding_side="left")
+    made = []
+    real = rollout_mod._static_cache
+    monkeypatch.setattr(rollout_mod, "_static_cache", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
     with torch.autocast("cpu", dtype=torch.bfloat16):
         torch.manual_seed(7)
         ref = hf_generate(m, tok, enc, 4, 12, do_sample)
         torch.manual_seed(7)
         ours = generate(m, enc.input_ids, enc.attention_mask, 4, 12, 1.0 if do_sample else 0,
                         end_of_response_ids(m, tok), tok.pad_token_id)
-    assert m._rollout_cache[1].layers[0].keys.dtype == torch.bfloat16
+    assert made[0].layers[0].keys.dtype == torch.bfloat16
     assert same_tokens(ours, ref, tok.pad_token_id)
 
 
-def test_a_new_cache_when_the_autocast_dtype_changes(tok):
-    # the cache is keyed by its dtype: a bfloat16 cache from an autocast rollout is not reused
-    # (index_copy_ would refuse float32 states) by a float32 one, and vice versa
+def test_a_new_kept_cache_when_the_autocast_dtype_changes(tok):
+    # the compiled path's kept cache is keyed by its dtype: a bfloat16 cache from an autocast rollout is
+    # not reused (index_copy_ would refuse float32 states) by a float32 one, and vice versa
     m = models(tok, 0.1)["llama"]
-    enc = tok(PROMPTS, return_tensors="pt", padding=True, padding_side="left")
-    args = (enc.input_ids, enc.attention_mask, 2, 6, 0, [tok.eos_token_id], tok.pad_token_id)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        generate(m, *args)
-    assert m._rollout_cache[1].layers[0].keys.dtype == torch.bfloat16
-    generate(m, *args)  # float32 states: index_copy_ into the bfloat16 buffers would raise
-    assert m._rollout_cache[1].layers[0].keys.dtype == torch.float32
+    bf16 = rollout_mod._static_cache(m, 6, 40, torch.bfloat16, keep=True)
+    assert rollout_mod._static_cache(m, 6, 40, torch.bfloat16, keep=True) is bf16
+    f32 = rollout_mod._static_cache(m, 6, 40, torch.float32, keep=True)
+    assert f32 is not bf16 and m._rollout_cache[1] is f32 and f32.kv_dtype == torch.float32

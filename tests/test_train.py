@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--warmstart_steps=30", "--max_steps=2", "--prompts_per_step=2", "--group_size=3",
@@ -13,8 +14,11 @@ TINY = ["--warmstart_steps=30", "--max_steps=2", "--prompts_per_step=2", "--grou
         "--eval_interval=1", "--ckpt_interval=1"]
 
 
-def run(*args, check=True):
-    p = subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+def run(*args, check=True, patch=""):
+    """train.py with these arguments; patch: Python run first in the same process (to change a module)."""
+    code = f"import runpy, sys\n{patch}\nsys.argv = ['train.py', *sys.argv[1:]]\nrunpy.run_path('train.py', run_name='__main__')"
+    cmd = [sys.executable, "-c", code] if patch else [sys.executable, "train.py"]
+    p = subprocess.run([*cmd, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
     if check and p.returncode != 0:
         raise AssertionError(f"train.py {' '.join(args)} failed:\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}")
     return p
@@ -45,11 +49,20 @@ def test_train_runs_checkpoints_and_resumes(tmp_path, algo):
     # record written just before the "kill") is dropped, and resuming to step 3 appends it once
     with open(os.path.join(out, "metrics.jsonl"), "a") as f:
         f.write(json.dumps({"step": 3, "reward": -1.0}) + "\n")
-    # only what changes is given again: the run's own settings (algo, sizes, ...) come from the checkpoint
-    run(f"--out_dir={out}", "--init_from=resume", "--max_steps=3")
+    # only what changes is given again: the run's own settings (algo, sizes, ...) come from the checkpoint,
+    # and what is given wins, the optimizer's hyperparameters included (the saved optimizer has its own)
+    run(f"--out_dir={out}", "--init_from=resume", "--max_steps=3", "--weight_decay=0.5")
     steps = [r for r in records(out) if "step" in r]
     assert [r["step"] for r in steps] == [1, 2, 3] and steps[-1]["reward"] >= 0
     assert (steps[-1]["ds_abs"] > 0) == (algo == "ds-grpo")  # the saved algo, not the default
+    state = torch.load(os.path.join(out, "ckpt", "state.pt"), weights_only=False)
+    assert state["config"]["weight_decay"] == 0.5
+    assert [g["weight_decay"] for g in state["optimizer"]["param_groups"]] == [0.5]
+    # a max_steps before the checkpoint's step is refused, and the finished run's result is left alone
+    final = open(os.path.join(out, "final_eval.json")).read()
+    p = run(f"--out_dir={out}", "--init_from=resume", "--max_steps=2", check=False)
+    assert p.returncode != 0 and "before the checkpoint's step 3" in p.stderr.strip().splitlines()[-1]
+    assert open(os.path.join(out, "final_eval.json")).read() == final
 
 
 def test_fresh_run_starts_a_fresh_log_and_never_overwrites_a_run(tmp_path):
@@ -85,7 +98,7 @@ def test_seed_alone_decides_the_samples(tmp_path):
     assert strip(records(a)) == strip(records(b))
 
 
-@pytest.mark.parametrize("algo", ["dr-grpo", "entropy-bonus", "entropy-penalty", "20-entropy", "stapo", "ict"])
+@pytest.mark.parametrize("algo", ["dr-grpo", "20-entropy", "ict"])
 def test_train_runs_every_other_algo(tmp_path, algo):
     # one short run each (no resume); ict's warm-up is 1 step so step 2 takes the sparse path
     out = str(tmp_path / "run")
@@ -99,11 +112,56 @@ def test_train_runs_every_other_algo(tmp_path, algo):
         assert all(0 < k < .5 for k in kept)
     elif algo == "ict":  # step 1 is the dense warm-up, step 2 keeps ~10% of each response
         assert kept[0] == 1 and 0 < kept[1] < 1
-    elif algo == "stapo":  # silences only rare spurious tokens, often none
-        assert all(0 < k <= 1 for k in kept)
     else:
         assert kept == [1, 1]
     assert os.path.exists(os.path.join(out, "final_eval.json"))
+
+
+def test_entropy_bonus_and_penalty_add_minus_and_plus_c_times_the_entropy(tmp_path):
+    # same seed, so the same step-1 rollouts and the same policy loss; the two losses then differ by the
+    # entropy term alone: (-c H) - (+c H) = -2 c H, H the token-mean entropy of the current policy, which at
+    # step 1 is the rollout's (the 'entropy' metric). Without the term, or with the wrong sign, they would not.
+    c, loss, entropy = 0.5, {}, {}
+    for algo in ("entropy-bonus", "entropy-penalty"):
+        out = str(tmp_path / algo)
+        run(f"--out_dir={out}", f"--algo={algo}", f"--entropy_coef={c}", *TINY, "--max_steps=1")
+        step1 = next(r for r in records(out) if r.get("step") == 1)
+        loss[algo], entropy[algo] = step1["loss"], step1["entropy"]
+        assert step1["kept_frac"] == 1
+    assert entropy["entropy-bonus"] == entropy["entropy-penalty"] > 0.5  # the same rollouts
+    assert loss["entropy-bonus"] - loss["entropy-penalty"] == pytest.approx(-2 * c * entropy["entropy-bonus"],
+                                                                            abs=1e-4)
+
+
+# Every token counts as low-probability (tau_p > 1), and a response whose character codes add up to an even
+# number is "correct" (a coin flip that mixes the groups). Then STAPO's tau_h is the q-quantile of the
+# correct responses' token entropies, and the tokens below it in responses with A > 0 are silenced. At the
+# real tau_p = 0.002 a two-step tiny run silences nothing, and kept_frac = 1 could not tell STAPO from GRPO.
+STAPO_EVERYWHERE = """
+import loss, tasks
+loss.stapo_keep_mask.__defaults__ = (1.1, loss.STAPO_Q)
+tasks.reward = lambda text, problem: float(sum(map(ord, text)) % 2 == 0)
+"""
+
+
+def test_stapo_silences_tokens_in_a_run(tmp_path):
+    out = str(tmp_path / "run")
+    run(f"--out_dir={out}", "--algo=stapo", *TINY, patch=STAPO_EVERYWHERE)
+    steps = [r for r in records(out) if "step" in r]
+    assert all(0 < r["accuracy"] < 1 for r in steps)  # groups with correct and incorrect responses
+    assert all(0 < r["kept_frac"] < 1 for r in steps)  # some tokens silenced, never all of them
+
+
+def test_ds_metrics_follow_ds_form(tmp_path):
+    # ds_form='reward' adds the DS term to the reward before group centring: what reaches the advantage is
+    # the term minus its group mean, so over the batch it sums to zero (the 'seq' form does not: every
+    # incorrect response gets beta * L_i < 0). The logged DS metrics are that centred term.
+    out = str(tmp_path / "run")
+    run(f"--out_dir={out}", "--algo=ds-grpo", "--ds_form=reward", *TINY)
+    for r in (r for r in records(out) if "step" in r):
+        assert r["ds_abs"] > 0.01
+        mean = r["accuracy"] * r["ds_correct"] + (1 - r["accuracy"]) * r["ds_incorrect"]
+        assert mean == pytest.approx(0, abs=1e-6)
 
 
 def test_train_runs_under_bf16_autocast(tmp_path):
@@ -123,9 +181,39 @@ def test_train_runs_under_bf16_autocast(tmp_path):
     ("--algo=ppo", "algo must be one of"),
     ("--init_from=./no/such/model", "does not exist"),
     ("nonexistent_config.py", "cannot read config file"),
+    ("--out_dir=/proc/x", "cannot write to out_dir='/proc/x'"),
+    ("--out_dir=/dev/null/x", "cannot write to out_dir='/dev/null/x' (Not a directory)"),
 ])
 def test_bad_config_is_a_one_line_error(tmp_path, arg, message):
     p = run(f"--out_dir={tmp_path}", arg, check=False)
     assert p.returncode != 0
     last = p.stderr.strip().splitlines()[-1]
     assert message in last and "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("--temperature=-1", "temperature must be > 0"),  # would train on an inverted distribution
+    ("--temperature=0", "temperature must be > 0"),
+    ("--max_steps=-3", "max_steps must be >= 0"),
+    ("--lr=0", "lr must be > 0"),
+    ("--lr=1e999", "lr must be > 0, got inf"),
+    ("--alpha=-1.0", "alpha must be >= 0"),
+    ("--beta=-0.1", "beta must be >= 0"),
+    ("--kl_coef=-0.1", "kl_coef must be >= 0"),
+    ("--entropy_coef=-0.01", "entropy_coef must be >= 0"),
+    ("--eps_low=1.0", "eps_low must be in [0, 1)"),
+    ("--eps_high=-0.2", "eps_high must be >= 0"),
+    ("--top_entropy_frac=0", "top_entropy_frac must be in (0, 1]"),
+    ("--stapo_q=1.5", "stapo_q must be in [0, 1]"),
+    ("--group_size=1", "group_size must be >= 2"),
+    ("--ds_form=tokens", "ds_form must be 'seq', 'token' or 'reward'"),
+])
+def test_a_value_out_of_range_is_one_line_and_nothing_is_written(tmp_path, arg, message):
+    # a finished run's directory: a bad value must not touch it (no warm start, no checkpoint, no result)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "final_eval.json").write_text('{"pass@k": {"1": 0.5}}')
+    p = run(f"--out_dir={out}", *TINY, arg, check=False)
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert message in p.stderr.strip().splitlines()[-1]
+    assert os.listdir(out) == ["final_eval.json"] and (out / "final_eval.json").read_text() == '{"pass@k": {"1": 0.5}}'
