@@ -24,12 +24,23 @@ def train_defaults():
     return cfg
 
 
-@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "config", "*.py"))))
+REAL_MODELS = sorted(p for p in glob.glob(os.path.join(ROOT, "config", "*.py")) if "tiny" not in p)
+
+
+@pytest.mark.parametrize("path", REAL_MODELS)
 def test_config_file_is_valid(path):
     cfg = configure(train_defaults(), [path])
     assert cfg["lr"] == 1e-6 and cfg["group_size"] == 8 and cfg["temperature"] == 0.7
     assert cfg["alpha"] == cfg["beta"] == 0.01 and (cfg["eps_low"], cfg["eps_high"]) == (0.2, 0.25)
     assert cfg["template"] == "instruct" and cfg["gradient_checkpointing"]
+
+
+def test_the_low_accuracy_regime_is_the_first_default():
+    # config/countdown_tiny_lowacc.py: 3 or 4 numbers from 1..10, any solvable target, 32 prompts x G = 8
+    cfg = configure(train_defaults(), [os.path.join(ROOT, "config", "countdown_tiny_lowacc.py")])
+    assert (cfg["cd_sizes"], cfg["cd_min_num"], cfg["cd_max_num"], cfg["cd_max_target"], cfg["cd_min_solutions"],
+            cfg["cd_target"]) == ("3,4", 1, 10, 50, 1, "uniform")
+    assert (cfg["prompts_per_step"], cfg["group_size"], cfg["val_problems"]) == (32, 8, 0)
 
 
 def test_overrides_are_type_checked():
