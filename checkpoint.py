@@ -17,7 +17,7 @@ from model import save_policy
 def check_out_dir(out_dir, resuming):
     """Refuses, in one line and before anything is written, an out_dir that cannot be written to, and a
     fresh run in an out_dir that already holds a run (it would overwrite it). Returns the checkpoint dir."""
-    try:  # an unwritable or invalid out_dir is one line now, not a traceback at the first write
+    try:  # an unwritable or invalid out_dir: one line here rather than a traceback at the first write
         os.makedirs(out_dir, exist_ok=True)
         tempfile.TemporaryFile(dir=out_dir).close()
     except (OSError, ValueError) as e:

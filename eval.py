@@ -109,6 +109,7 @@ if __name__ == "__main__":
     import os
     import tempfile
     from contextlib import nullcontext
+    import countdown
     from configurator import configure
     from model import load_policy
     ckpt = "out/ckpt"  # a checkpoint directory (save_pretrained format) or a hub name
@@ -148,8 +149,7 @@ if __name__ == "__main__":
                          f"give --out=<a writable path>")
     torch.manual_seed(seed)
     model, tokenizer = load_policy(ckpt, device)
-    regime = dict(sizes=tuple(int(k) for k in cd_sizes.split(",")), min_num=cd_min_num, max_num=cd_max_num,
-                  max_target=cd_max_target, min_solutions=cd_min_solutions, target=cd_target)
+    regime = countdown.regime(cd_sizes, cd_min_num, cd_max_num, cd_max_target, cd_min_solutions, cd_target)
     _, test = tasks.load(task, dataset, n_problems, data_seed, regime)
     ctx = (torch.autocast(device_type=device.split(":")[0], dtype=getattr(torch, dtype))
            if dtype != "float32" else nullcontext())

@@ -38,6 +38,7 @@ from tqdm import tqdm
 import checkpoint
 import countdown
 import loss
+import parallel
 import tasks
 from configurator import configure
 from eval import evaluate, format_start_vs_final, format_table, merge_results
@@ -116,15 +117,7 @@ if init_from == "resume":  # a resumed run keeps its own settings, except those 
     globals().update(checkpoint.saved_settings(state, sys.argv[1:]))
     config = {k: globals()[k] for k in config}
 # -----------------------------------------------------------------------------
-ddp = "RANK" in os.environ  # launched by torchrun: one process per GPU (or per CPU process, gloo)
-rank, world = 0, 1
-if ddp:
-    import torch.distributed as dist
-    dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
-    if device.startswith("cuda"):
-        device = f"cuda:{os.environ['LOCAL_RANK']}"
-        torch.cuda.set_device(device)
+ddp, rank, world, device = parallel.setup(device)  # torchrun: one process per GPU; else (False, 0, 1, device)
 master = rank == 0  # only rank 0 logs, evaluates the merged results and checkpoints
 
 ALGOS = ("grpo", "dr-grpo", "ds-grpo", "entropy-bonus", "entropy-penalty", "20-entropy", "stapo", "ict")
@@ -171,11 +164,7 @@ ctx = (torch.autocast(device_type=device.split(":")[0], dtype=getattr(torch, dty
 log = tqdm.write if master else (lambda *a, **k: None)
 
 # ----------------------------------------------------------------------------- data and model
-try:
-    regime = dict(sizes=tuple(int(k) for k in cd_sizes.split(",")), min_num=cd_min_num, max_num=cd_max_num,
-                  max_target=cd_max_target, min_solutions=cd_min_solutions, target=cd_target)
-except ValueError:
-    raise SystemExit(f"cd_sizes must be comma-separated problem sizes like '4' or '3,4', got {cd_sizes!r}")
+regime = countdown.regime(cd_sizes, cd_min_num, cd_max_num, cd_max_target, cd_min_solutions, cd_target)
 train_set, test_set = tasks.load(task, dataset, n_problems, data_seed, regime)
 val_set, train_set = train_set[:val_problems], train_set[val_problems:]
 if not train_set or not test_set:
@@ -188,10 +177,7 @@ eval_set = (test_set if eval_split == "test" else val_set)[:eval_problems]
 log(f"{len(train_set)} train, {len(val_set)} validation, {len(test_set)} test problems; evaluating on "
     f"{len(eval_set)} {eval_split} problems" + (f"; {world} data-parallel ranks" if ddp else ""))
 if task == "countdown":
-    st = countdown.regime_stats(train_set)
-    log(f"regime: {st['problems']} train problems, distinct solutions mean {st['solutions_mean']:.1f} "
-        f"median {st['solutions_median']:.1f}, sizes " + ", ".join(f"{k} numbers {v:.0%}" for k, v in
-                                                                   st["size_share"].items()))
+    log(countdown.format_regime_stats(countdown.regime_stats(train_set)))
 
 start_step, policy_source = 0, init_from
 if init_from == "tiny":
@@ -201,7 +187,7 @@ if init_from == "tiny":
                    else tasks.load(task, "generated", n_problems, data_seed, regime)[0][val_problems:])
         warm_start(policy_source, task, sft_set, steps=warmstart_steps, template=template, device=device, log=log)
     if ddp:
-        dist.barrier()  # the other ranks wait for rank 0's warm start
+        torch.distributed.barrier()  # the other ranks wait for rank 0's warm start
 elif init_from == "resume":
     policy_source = ckpt_dir
 model, tokenizer = load_policy(state["ref_source"] if lora_rank and state else policy_source, device)
@@ -244,9 +230,7 @@ def run_eval(step, n):
         res = evaluate(model, tokenizer, task, eval_set[rank::world], n, temperature, max_new_tokens, template,
                        eval_batch_rows, compile=compile, logprob_batch_size=micro_batch_size)
     if ddp:
-        shards = [None] * world
-        dist.all_gather_object(shards, res)
-        res = merge_results(shards)
+        res = merge_results(parallel.gather(res, world))
     log(f"eval @ step {step} ({time.time() - t0:.0f}s):\n{format_table(res)}")
     log_json({"eval_step": step, "eval_time": time.time() - t0, **res})
     return res
@@ -309,16 +293,12 @@ for step in bar:
             objective.backward()
             loss_sum += objective.item()
         if ddp:  # decided together: a rank that exited alone would leave the others waiting in the all-reduce
-            flag = torch.tensor(float(finite), device=device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-            finite = bool(flag.item())
+            finite = parallel.all_true(finite, device)
         if not finite:
             raise SystemExit(f"step {step}: the loss is not finite{' on some rank' if ddp else ''}; nothing from "
                              f"this step was saved (last checkpoint: {ckpt_dir}). Try a lower lr or grad_clip.")
-        if ddp:  # sum the ranks' gradients (each rank's loss is its share of the global-batch loss)
-            for p in model.parameters():  # NCCL queues these on the GPU stream without blocking the CPU
-                if p.grad is not None:
-                    dist.all_reduce(p.grad)
+        if ddp:  # each rank's loss is its share of the global-batch loss: the sum is the global gradient
+            parallel.sum_gradients(model)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
         if not torch.isfinite(grad_norm):
             raise SystemExit(f"step {step}: the gradient norm is {grad_norm.item()}; nothing from this step was "
@@ -348,11 +328,7 @@ for step in bar:
         "grad_norm": grad_norm.item(), "time_rollout": t1 - t0, "time_reward": t2 - t1, "time_train": t3 - t2,
     }
     if ddp:  # the global batch's figures: mean over ranks (equal shares), the loss summed
-        values = torch.tensor(list(record.values()), dtype=torch.float64, device=device)
-        dist.all_reduce(values)
-        keys = list(record)
-        record = {k: v / world for k, v in zip(keys, values.tolist())}
-        record.update(step=step + 1, loss=values[keys.index("loss")].item())
+        record = parallel.mean_record(record, world, device)
     log_json(record)
     bar.set_postfix(acc=f"{record['accuracy']:.3f}", ent=f"{record['entropy']:.3f}")
     if (step + 1) % log_interval == 0:
@@ -372,14 +348,8 @@ for step in bar:
 bar.close()
 final = run_eval(max_steps, final_eval_n)
 if ddp:  # the ranks must hold the same parameters: same start, same summed gradients, same update
-    params = torch.cat([p.detach().flatten() for p in model.parameters()])
-    rank0 = params.clone()
-    dist.broadcast(rank0, 0)
-    diff = (params - rank0).abs().max()
-    dist.all_reduce(diff, op=dist.ReduceOp.MAX)
-    final["ddp_max_param_diff"] = diff.item()
-    dist.barrier()  # tear down together: a rank that exits while the other is still in gloo can abort it
-    dist.destroy_process_group()
+    final["ddp_max_param_diff"] = parallel.max_param_diff(model)
+    parallel.teardown()
 if master:
     start = checkpoint.find_eval(metrics_path, 0, final["n"])  # also when this process resumed the run
     with open(os.path.join(out_dir, "final_eval.json"), "w") as f:
