@@ -101,7 +101,8 @@ def format_start_vs_final(start, final, steps):
     lines = [f"{'':>18}" + "".join(f"{'pass@' + str(k):>10}" for k in ks) + f"{'distinct':>10}"]
     for name, r in (("starting policy", start), (f"after {steps} steps", final)):
         passk = {int(k): v for k, v in r["pass@k"].items()}  # JSON keys are strings
-        lines.append(f"{name:>18}" + "".join(f"{passk[k]:>10.4f}" for k in ks) + f"{r['distinct_correct']:>10.2f}")
+        distinct = "n/a" if r["distinct_correct"] is None else f"{r['distinct_correct']:.2f}"  # None: math
+        lines.append(f"{name:>18}" + "".join(f"{passk[k]:>10.4f}" for k in ks) + f"{distinct:>10}")
     return "\n".join(lines)
 
 
