@@ -22,7 +22,7 @@ import time
 import torch
 from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
-import loss as L
+import loss
 from configurator import configure
 from model import char_tokenizer, response_logprobs, tiny_model
 from rollout import generate, response_mask_from
@@ -122,14 +122,14 @@ def grpo_step(optimizer=None):
     with torch.no_grad(), ctx:
         old_logp, _ = response_logprobs(model, ids, att, prompt_len, 1.0, micro_batch_size)
     rewards = (torch.rand(N, device=device) < 0.3).float()  # stand-in for tasks.reward on the texts
-    adv = L.advantages("ds-grpo", rewards, rewards, old_logp, mask.float(), group_size, 1.0, 0.1)
-    denom = L.normaliser(mask.float(), "token-mean")
+    adv = loss.advantages("ds-grpo", rewards, rewards, old_logp, mask.float(), group_size, 1.0, 0.1)
+    denom = loss.normaliser(mask.float(), "token-mean")
     model.train()
     for idx in torch.arange(N, device=device).split(micro_batch_size):
         with ctx:
             logp, _ = response_logprobs(model, ids[idx], att[idx], prompt_len, 1.0)
-            loss = L.policy_loss(logp, old_logp[idx], adv[idx], mask[idx].float(), denom)
-        loss.backward()
+            objective = loss.policy_loss(logp, old_logp[idx], adv[idx], mask[idx].float(), denom)
+        objective.backward()
     if optimizer is not None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

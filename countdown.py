@@ -174,6 +174,23 @@ def regime_stats(problems):
             "size_share": {k: v / m for k, v in sorted(sizes.items())}}
 
 
+def format_regime_stats(st):
+    """regime_stats as one log line."""
+    return (f"regime: {st['problems']} train problems, distinct solutions mean {st['solutions_mean']:.1f} "
+            f"median {st['solutions_median']:.1f}, sizes " + ", ".join(f"{k} numbers {v:.0%}" for k, v in
+                                                                       st["size_share"].items()))
+
+
+def regime(sizes, min_num, max_num, max_target, min_solutions, target):
+    """generate_problems' knobs from the cd_* settings of train.py and eval.py (sizes: '4' or '3,4')."""
+    try:
+        sizes = tuple(int(k) for k in sizes.split(","))
+    except ValueError:
+        raise SystemExit(f"cd_sizes must be comma-separated problem sizes like '4' or '3,4', got {sizes!r}")
+    return dict(sizes=sizes, min_num=min_num, max_num=max_num, max_target=max_target, min_solutions=min_solutions,
+                target=target)
+
+
 def is_test(nums, target, test_fraction=0.1):
     """Deterministic split by a hash of the problem itself (numbers as a multiset and target),
     so a problem is in train or test, never both, whatever seed or order produced it."""

@@ -5,7 +5,7 @@ token entropy; the table is also written as JSON. train.py calls the same evalua
 
   python eval.py                                   # out/ckpt on the generated test split, n=64
   python eval.py --ckpt=out/warmstart_countdown --n=256 --out=warm.json   # the warm start, same problems
-  python eval.py --task=math --dataset=math500 --num_problems=500 --n=16 --ckpt=Qwen/Qwen2.5-Math-1.5B \
+  python eval.py --task=math --dataset=math500 --eval_problems=500 --n=16 --ckpt=Qwen/Qwen2.5-Math-1.5B \
       --template=instruct --temperature=0.7 --max_new_tokens=2048          # a real model on MATH-500
 """
 import json
@@ -33,7 +33,7 @@ def ks_for(n):
 
 
 @torch.no_grad()
-def evaluate(model, tokenizer, problems, n=64, temperature=1.0, max_new_tokens=32, template="tiny",
+def evaluate(model, tokenizer, task, problems, n=64, temperature=1.0, max_new_tokens=32, template="tiny",
              rows_per_batch=512, progress=False, compile=False, logprob_batch_size=None):
     """Samples n responses for each problem (temperature=0: greedy); returns pass@k for k = 1, 2, 4, ..., n
     averaged over problems, the mean number of distinct correct answers per problem (tasks.answer_key: for
@@ -49,15 +49,15 @@ def evaluate(model, tokenizer, problems, n=64, temperature=1.0, max_new_tokens=3
         batches = tqdm(batches, desc=f"eval n={n}", dynamic_ncols=True)
     for i in batches:
         chunk = problems[i:i + prompts_per_batch]
-        prompts = [tasks.prompt(p, template, tokenizer) for p in chunk]
+        prompts = [tasks.prompt(task, p, template, tokenizer) for p in chunk]
         ro = rollout(model, tokenizer, prompts, n, max_new_tokens, temperature, logprob_batch_size, compile)
         ent_sum += ro.entropy.sum().item()
         tok_sum += ro.response_mask.sum().item()
         for j, p in enumerate(chunk):
             texts = ro.texts[j * n:(j + 1) * n]
-            right = [t for t in texts if tasks.reward(t, p) == 1.0]
+            right = [t for t in texts if tasks.reward(task, t, p) == 1.0]
             correct_counts.append(len(right))
-            keys = {tasks.answer_key(t, p) for t in right}
+            keys = {tasks.answer_key(task, t, p) for t in right}
             distinct.append(None if None in keys else len(keys))  # None: the task has no such key
     return summarize(n, temperature, correct_counts, distinct, ent_sum, tok_sum)
 
@@ -94,10 +94,23 @@ def format_table(res):
     return "\n".join(lines)
 
 
+def format_start_vs_final(start, final, steps):
+    """Two rows side by side: the starting policy's pass@1, pass@8, pass@n and distinct correct answers,
+    and the trained policy's (evaluated with the same n)."""
+    ks = [k for k in (1, 8, final["n"]) if k in final["pass@k"]]
+    lines = [f"{'':>18}" + "".join(f"{'pass@' + str(k):>10}" for k in ks) + f"{'distinct':>10}"]
+    for name, r in (("starting policy", start), (f"after {steps} steps", final)):
+        passk = {int(k): v for k, v in r["pass@k"].items()}  # JSON keys are strings
+        distinct = "n/a" if r["distinct_correct"] is None else f"{r['distinct_correct']:.2f}"  # None: math
+        lines.append(f"{name:>18}" + "".join(f"{passk[k]:>10.4f}" for k in ks) + f"{distinct:>10}")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     import os
     import tempfile
     from contextlib import nullcontext
+    import countdown
     from configurator import configure
     from model import load_policy
     ckpt = "out/ckpt"  # a checkpoint directory (save_pretrained format) or a hub name
@@ -107,7 +120,7 @@ if __name__ == "__main__":
     template = "tiny"  # prompt template: 'tiny' or 'instruct' (real models)
     task = "countdown"  # 'countdown' or 'math'
     dataset = "generated"  # see tasks.load: 'generated', 'hf' (Countdown), or a math set such as 'math500'
-    num_problems = 100  # held-out problems to evaluate (the first ones of the test split), as train.py
+    eval_problems = 100  # held-out problems to evaluate (the first ones of the test split), as train.py
     n_problems, data_seed = 8000, 0  # must match the training run's data, and so must its Countdown regime:
     cd_sizes, cd_min_num, cd_max_num, cd_max_target, cd_min_solutions, cd_target = "4", 2, 15, 50, 5, "uniform"
     rows_per_batch = 0  # responses generated at once (their KV cache); 0 = 2**17 // max_new_tokens, at most 512
@@ -118,8 +131,8 @@ if __name__ == "__main__":
     dtype = "bfloat16" if torch.cuda.is_available() else "float32"  # autocast dtype, as train.py
     configure(globals(), sys.argv[1:])
     # checked before the model loads or anything is sampled: a bad value is one line, not an hour lost
-    if min(n, max_new_tokens, num_problems, micro_batch_size) < 1 or rows_per_batch < 0:
-        raise SystemExit("n, max_new_tokens, num_problems, micro_batch_size must be >= 1 and rows_per_batch >= 0")
+    if min(n, max_new_tokens, eval_problems, micro_batch_size) < 1 or rows_per_batch < 0:
+        raise SystemExit("n, max_new_tokens, eval_problems, micro_batch_size must be >= 1 and rows_per_batch >= 0")
     if not temperature >= 0:
         raise SystemExit(f"temperature must be >= 0 (0 = greedy), got {temperature}")
     if dtype not in ("float32", "bfloat16"):
@@ -137,13 +150,12 @@ if __name__ == "__main__":
                          f"give --out=<a writable path>")
     torch.manual_seed(seed)
     model, tokenizer = load_policy(ckpt, device)
-    regime = dict(sizes=tuple(int(k) for k in cd_sizes.split(",")), min_num=cd_min_num, max_num=cd_max_num,
-                  max_target=cd_max_target, min_solutions=cd_min_solutions, target=cd_target)
+    regime = countdown.regime(cd_sizes, cd_min_num, cd_max_num, cd_max_target, cd_min_solutions, cd_target)
     _, test = tasks.load(task, dataset, n_problems, data_seed, regime)
     ctx = (torch.autocast(device_type=device.split(":")[0], dtype=getattr(torch, dtype))
            if dtype != "float32" else nullcontext())
     with ctx:
-        res = evaluate(model, tokenizer, test[:num_problems], n, temperature, max_new_tokens, template, rows,
+        res = evaluate(model, tokenizer, task, test[:eval_problems], n, temperature, max_new_tokens, template, rows,
                        progress=True, logprob_batch_size=micro_batch_size)
     print(format_table(res))
     with open(path, "w") as f:

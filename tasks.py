@@ -1,6 +1,7 @@
 """
 The two tasks behind five small functions, so train.py, eval.py and the warm start don't care which
-one runs. A Countdown problem is {'nums', 'target', ...}; a math problem is {'question', 'answer'}.
+one runs: each takes the task ('countdown' or 'math') first. A Countdown problem is
+{'nums', 'target', ...}; a math problem is {'question', 'answer'}.
 """
 import countdown
 import math_task
@@ -24,12 +25,12 @@ def load(task, dataset, n_problems, seed=0, regime=None):
     return train, test
 
 
-def prompt(problem, template, tokenizer=None):
+def prompt(task, problem, template, tokenizer=None):
     """The prompt string. With a tokenizer that has a chat template (instruct models), the task text
     becomes the user turn and the assistant turn is opened; otherwise the plain text is the prompt.
     The rollout tokenises a templated prompt as it is (the template has its special tokens) and adds
     the tokenizer's own special tokens (a BOS) to plain text only."""
-    if "nums" in problem:
+    if task == "countdown":
         text = countdown.format_prompt(problem["nums"], problem["target"], template)
     else:
         text = math_task.math_prompt(problem["question"], template)
@@ -39,26 +40,26 @@ def prompt(problem, template, tokenizer=None):
     return text
 
 
-def reward(completion, problem):
+def reward(task, completion, problem):
     """Countdown: 1 / FORMAT_SCORE / 0. Math: 1 / 0 (math-verify)."""
-    if "nums" in problem:
+    if task == "countdown":
         return countdown_reward(completion, problem["nums"], problem["target"])
     return math_reward(completion, problem["answer"])
 
 
-def answer_key(completion, problem):
+def answer_key(task, completion, problem):
     """What makes two correct answers *different*: for Countdown the expression up to commutativity
     and associativity. For math None: every correct answer has the same value, and a key on the
     response text would count samples (any change of wording), not solutions; distinct solutions
     are not measured there, so evaluate reports "n/a"."""
-    if "nums" in problem:
+    if task == "countdown":
         return countdown_key(completion)
     return None
 
 
-def sft_completion(problem, rng):
+def sft_completion(task, problem, rng):
     """A warm-start target for the tiny model: one of the solver's solutions drawn uniformly (so a
     problem with many solutions teaches many answers), or the worked answer of a math problem."""
-    if "nums" in problem:
+    if task == "countdown":
         return f"<answer>{rng.choice(problem['solutions'])}</answer>"
     return math_task.solution_text(problem)

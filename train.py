@@ -28,21 +28,21 @@ What is simplified, and why:
 import json
 import os
 import random
-import shutil
 import sys
-import tempfile
 import time
 from contextlib import nullcontext
 
 import torch
 from tqdm import tqdm
 
-import loss as L
+import checkpoint
 import countdown
+import loss
+import parallel
 import tasks
 from configurator import configure
-from eval import evaluate, format_table, merge_results
-from model import add_lora, load_policy, response_logprobs, save_policy
+from eval import evaluate, format_start_vs_final, format_table, merge_results
+from model import add_lora, load_policy, response_logprobs
 from rollout import rollout
 from warmstart import warm_start
 
@@ -113,26 +113,11 @@ compile = False  # torch.compile the rollout's decode step (CUDA graphs on a GPU
 config = configure(globals(), sys.argv[1:])
 state = None  # what a resumed run restores: step, optimizer, RNG, its config
 if init_from == "resume":  # a resumed run keeps its own settings, except those given again on the command line
-    _ckpt = os.path.join(out_dir, "ckpt")
-    if not os.path.exists(os.path.join(_ckpt, "state.pt")) and os.path.exists(_ckpt + ".old"):
-        os.replace(_ckpt + ".old", _ckpt)  # killed between the two renames of save_checkpoint
-    if not os.path.exists(os.path.join(_ckpt, "state.pt")):
-        raise SystemExit(f"init_from='resume' but there is no checkpoint in {_ckpt}")
-    state = torch.load(os.path.join(_ckpt, "state.pt"), weights_only=False)
-    _given = {a[2:].partition("=")[0] for a in sys.argv[1:] if a.startswith("--")}
-    _keep = _given | {"init_from", "device", "dtype"}  # and this machine's device
-    globals().update({k: v for k, v in state["config"].items() if k not in _keep})
+    state = checkpoint.load_state(os.path.join(out_dir, "ckpt"))
+    globals().update(checkpoint.saved_settings(state, sys.argv[1:]))
     config = {k: globals()[k] for k in config}
 # -----------------------------------------------------------------------------
-ddp = "RANK" in os.environ  # launched by torchrun: one process per GPU (or per CPU process, gloo)
-rank, world = 0, 1
-if ddp:
-    import torch.distributed as dist
-    dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
-    if device.startswith("cuda"):
-        device = f"cuda:{os.environ['LOCAL_RANK']}"
-        torch.cuda.set_device(device)
+ddp, rank, world, device = parallel.setup(device)  # torchrun: one process per GPU; else (False, 0, 1, device)
 master = rank == 0  # only rank 0 logs, evaluates the merged results and checkpoints
 
 ALGOS = ("grpo", "dr-grpo", "ds-grpo", "entropy-bonus", "entropy-penalty", "20-entropy", "stapo", "ict")
@@ -143,7 +128,7 @@ RANGES = [  # (key, in range, the range): checked before anything is written, so
     ("task", task in ("countdown", "math"), "'countdown' or 'math'"),
     ("template", template in ("tiny", "instruct"), "'tiny' or 'instruct'"),
     ("ds_form", ds_form in ("seq", "token", "reward"), "'seq', 'token' or 'reward'"),
-    ("agg", agg in L.AGGS, f"one of {L.AGGS}"),
+    ("agg", agg in loss.AGGS, f"one of {loss.AGGS}"),
     ("eval_split", eval_split in ("test", "val"), "'test' or 'val'"),
     ("cd_target", cd_target in ("uniform", "weighted"), "'uniform' or 'weighted'"),
     ("temperature", 0 < temperature < INF, "> 0 (eval.py takes 0 for greedy decoding)"),
@@ -172,27 +157,14 @@ if state and max_steps < state["step"]:
     raise SystemExit(f"max_steps={max_steps} is before the checkpoint's step {state['step']}: give a later one")
 if prompts_per_step % world:
     raise SystemExit(f"prompts_per_step={prompts_per_step} must be a multiple of the {world} torchrun processes")
-try:  # an unwritable or invalid out_dir is one line now, not a traceback at the first write
-    os.makedirs(out_dir, exist_ok=True)
-    tempfile.TemporaryFile(dir=out_dir).close()
-except (OSError, ValueError) as e:
-    raise SystemExit(f"cannot write to out_dir={out_dir!r} ({getattr(e, 'strerror', None) or e}): give another one")
-ckpt_dir = os.path.join(out_dir, "ckpt")
-if init_from != "resume" and any(os.path.exists(p) for p in (ckpt_dir, ckpt_dir + ".old",
-                                                             os.path.join(out_dir, "final_eval.json"))):
-    raise SystemExit(f"{out_dir} already holds a run: continue it with --init_from=resume, or start over "
-                     f"in a new --out_dir (or delete {ckpt_dir} and {out_dir}/final_eval.json first)")
+ckpt_dir = checkpoint.check_out_dir(out_dir, resuming=init_from == "resume")
 rng = random.Random(seed)  # draws the global batch of training prompts: the same on every rank
 ctx = (torch.autocast(device_type=device.split(":")[0], dtype=getattr(torch, dtype))
        if dtype != "float32" else nullcontext())
 log = tqdm.write if master else (lambda *a, **k: None)
 
 # ----------------------------------------------------------------------------- data and model
-try:
-    regime = dict(sizes=tuple(int(k) for k in cd_sizes.split(",")), min_num=cd_min_num, max_num=cd_max_num,
-                  max_target=cd_max_target, min_solutions=cd_min_solutions, target=cd_target)
-except ValueError:
-    raise SystemExit(f"cd_sizes must be comma-separated problem sizes like '4' or '3,4', got {cd_sizes!r}")
+regime = countdown.regime(cd_sizes, cd_min_num, cd_max_num, cd_max_target, cd_min_solutions, cd_target)
 train_set, test_set = tasks.load(task, dataset, n_problems, data_seed, regime)
 val_set, train_set = train_set[:val_problems], train_set[val_problems:]
 if not train_set or not test_set:
@@ -205,10 +177,7 @@ eval_set = (test_set if eval_split == "test" else val_set)[:eval_problems]
 log(f"{len(train_set)} train, {len(val_set)} validation, {len(test_set)} test problems; evaluating on "
     f"{len(eval_set)} {eval_split} problems" + (f"; {world} data-parallel ranks" if ddp else ""))
 if task == "countdown":
-    st = countdown.regime_stats(train_set)
-    log(f"regime: {st['problems']} train problems, distinct solutions mean {st['solutions_mean']:.1f} "
-        f"median {st['solutions_median']:.1f}, sizes " + ", ".join(f"{k} numbers {v:.0%}" for k, v in
-                                                                   st["size_share"].items()))
+    log(countdown.format_regime_stats(countdown.regime_stats(train_set)))
 
 start_step, policy_source = 0, init_from
 if init_from == "tiny":
@@ -216,9 +185,9 @@ if init_from == "tiny":
     if master and not os.path.exists(os.path.join(policy_source, "config.json")):  # learns generated data
         sft_set = (train_set if dataset == "generated"
                    else tasks.load(task, "generated", n_problems, data_seed, regime)[0][val_problems:])
-        warm_start(policy_source, sft_set, steps=warmstart_steps, template=template, device=device, log=log)
+        warm_start(policy_source, task, sft_set, steps=warmstart_steps, template=template, device=device, log=log)
     if ddp:
-        dist.barrier()  # the other ranks wait for rank 0's warm start
+        torch.distributed.barrier()  # the other ranks wait for rank 0's warm start
 elif init_from == "resume":
     policy_source = ckpt_dir
 model, tokenizer = load_policy(state["ref_source"] if lora_rank and state else policy_source, device)
@@ -238,78 +207,30 @@ if state:
     for group in optimizer.param_groups:  # the saved hyperparameters would otherwise win over this run's
         group.update(lr=lr, weight_decay=weight_decay, betas=betas)
     start_step = state["step"]
-    rng.setstate(state["python_rng"])
-    rank_rng = state.get("rng", [])  # each rank's own generator states (rng_states)
-    if len(rank_rng) == world:
-        torch.set_rng_state(rank_rng[rank]["torch"])
-        if rank_rng[rank]["cuda"] is not None and device.startswith("cuda"):
-            torch.cuda.set_rng_state(rank_rng[rank]["cuda"])
-    else:  # saved by another number of ranks: fresh streams, not those of the steps before
-        torch.manual_seed(seed + rank + world * start_step)
+    checkpoint.restore_rng(state, rng, rank, world, seed, device)  # the prompt sampler and this rank's stream
     log(f"resumed from {ckpt_dir} at step {start_step}")
 ref_source = state["ref_source"] if state else policy_source
 metrics_path = os.path.join(out_dir, "metrics.jsonl")
-if master and not state:
-    open(metrics_path, "w").close()  # a fresh run starts a fresh log (a run without a checkpoint left nothing to resume)
-elif master and os.path.exists(metrics_path):  # drop what the killed run logged after its last checkpoint
-    with open(metrics_path) as f:
-        records = [json.loads(line) for line in f]
-    with open(metrics_path, "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in records if r.get("step", r.get("eval_step")) <= start_step)
+if master:  # fresh, or trimmed to the checkpoint's step
+    checkpoint.start_log(metrics_path, start_step if state else None)
 if wandb_log and master:  # the run's files go to out_dir/wandb
     import wandb
     wandb.init(project=wandb_project, name=wandb_run_name or None, config=config, dir=out_dir)
 
 
 def log_json(record):
-    if not master:
-        return
-    with open(metrics_path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-    if wandb_log:  # the scalars, pass@k as pass@<k>; eval/ on evaluations (both kinds have 'accuracy', 'entropy')
-        pre = "eval/" if "eval_step" in record else ""
-        flat = {**record, **{f"pass@{k}": v for k, v in record.get("pass@k", {}).items()}}
-        wandb.log({pre + k: v for k, v in flat.items() if type(v) in (int, float)},
-                  step=record.get("step", record.get("eval_step")))
-
-
-def rng_states():
-    """Every rank's own torch (and CUDA) generator state, index = rank. Each rank samples its own
-    responses, so a resumed run must give each rank its own stream back, not rank 0's to all.
-    Under torchrun a collective: every rank calls it."""
-    mine = {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state() if device.startswith("cuda") else None}  # this rank's GPU
-    if not ddp:
-        return [mine]
-    states = [None] * world
-    dist.all_gather_object(states, mine)
-    return states
-
-
-def save_checkpoint(step, rank_rng):
-    """save_pretrained + optimizer/RNG state (rank_rng: rng_states()), written to a temp dir and swapped
-    in with renames, so a run killed at any moment leaves the previous complete checkpoint (or the new one)."""
-    tmp, old = ckpt_dir + ".tmp", ckpt_dir + ".old"
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_policy(model, tokenizer, tmp)  # with LoRA, the adapter only
-    torch.save({"step": step, "optimizer": optimizer.state_dict(), "python_rng": rng.getstate(),
-                "rng": rank_rng, "config": config, "ref_source": ref_source}, os.path.join(tmp, "state.pt"))
-    if os.path.exists(ckpt_dir):
-        os.replace(ckpt_dir, old)
-    os.replace(tmp, ckpt_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    if master:
+        checkpoint.log_record(metrics_path, record, wandb if wandb_log else None)
 
 
 def run_eval(step, n):
     """Each rank evaluates every world-th problem; the per-problem counts are gathered and merged."""
     t0 = time.time()
     with ctx:
-        res = evaluate(model, tokenizer, eval_set[rank::world], n, temperature, max_new_tokens, template,
+        res = evaluate(model, tokenizer, task, eval_set[rank::world], n, temperature, max_new_tokens, template,
                        eval_batch_rows, compile=compile, logprob_batch_size=micro_batch_size)
     if ddp:
-        shards = [None] * world
-        dist.all_gather_object(shards, res)
-        res = merge_results(shards)
+        res = merge_results(parallel.gather(res, world))
     log(f"eval @ step {step} ({time.time() - t0:.0f}s):\n{format_table(res)}")
     log_json({"eval_step": step, "eval_time": time.time() - t0, **res})
     return res
@@ -326,28 +247,28 @@ for step in bar:
     t0 = time.time()
     batch = rng.sample(train_set, prompts_per_step)  # the global batch; this rank's share of whole groups:
     batch = batch[rank * prompts_per_step // world:(rank + 1) * prompts_per_step // world]
-    prompts = [tasks.prompt(p, template, tokenizer) for p in batch]
+    prompts = [tasks.prompt(task, p, template, tokenizer) for p in batch]
     with ctx:
         ro = rollout(model, tokenizer, prompts, group_size, max_new_tokens, temperature, micro_batch_size, compile)
     t1 = time.time()
 
     # 2. reward: r_i in {0, FORMAT_SCORE, 1} (Countdown) or {0, 1} (math); "correct" means r_i = 1
     problems = [p for p in batch for _ in range(group_size)]
-    rewards = torch.tensor([tasks.reward(t, p) for t, p in zip(ro.texts, problems)], device=device)  # (B,)
+    rewards = torch.tensor([tasks.reward(task, t, p) for t, p in zip(ro.texts, problems)], device=device)  # (B,)
     correct = (rewards == 1.0).float()  # (B,)
     t2 = time.time()
 
     # 3. advantages (B, T), the tokens that learn (weight, a keep mask for the token-selection methods,
     #    from the rollout-time pi_old = the current policy), the batch-level normaliser, the reference log-probs
     mask = ro.response_mask.float()  # (B, T)
-    adv = L.advantages(algo, rewards, correct, ro.old_logp, mask, group_size, alpha, beta, ds_form, scale_std)
+    adv = loss.advantages(algo, rewards, correct, ro.old_logp, mask, group_size, alpha, beta, ds_form, scale_std)
     select = "grpo" if algo == "ict" and step < ict_warmup_steps else algo  # ICT: Theta dense warm-up steps
     u = None  # ICT uniqueness (B, T): needs the full next-token distributions, one more no-grad pass
     if select == "ict":
         with ctx:
-            u = L.js_uniqueness(model, ro.input_ids, ro.attention_mask, ro.n_prompt, mask, group_size, temperature)
-    weight = L.token_weights(select, mask, ro.entropy, ro.old_logp, adv, correct, u, top_entropy_frac, stapo_q)
-    denom = L.normaliser(weight, agg, ddp, max_new_tokens)  # of the whole global batch (see loss.normaliser)
+            u = loss.js_uniqueness(model, ro.input_ids, ro.attention_mask, ro.n_prompt, mask, group_size, temperature)
+    weight = loss.token_weights(select, mask, ro.entropy, ro.old_logp, adv, correct, u, top_entropy_frac, stapo_q)
+    denom = loss.normaliser(weight, agg, ddp, max_new_tokens)  # of the whole global batch (see loss.normaliser)
     ref_logp = torch.zeros_like(ro.old_logp)
     if ref_model is not None:
         with torch.no_grad(), ctx:
@@ -362,26 +283,22 @@ for step in bar:
             with ctx:
                 logp, entropy = response_logprobs(model, ro.input_ids[idx], ro.attention_mask[idx], ro.n_prompt,
                                                   temperature)  # current policy, with grad
-                loss = L.policy_loss(logp, ro.old_logp[idx], adv[idx], weight[idx], denom, agg, eps_low,
-                                     eps_high, ref_logp[idx], kl_coef)
-                loss = loss + L.entropy_term(algo, entropy, weight[idx], agg, denom, entropy_coef)  # -/+ c H_bar
-            ratio_sums += L.ratio_stats(logp, ro.old_logp[idx], adv[idx], mask[idx], eps_low, eps_high)
-            if not torch.isfinite(loss):
+                objective = loss.policy_loss(logp, ro.old_logp[idx], adv[idx], weight[idx], denom, agg, eps_low,
+                                             eps_high, ref_logp[idx], kl_coef)
+                objective = objective + loss.entropy_term(algo, entropy, weight[idx], agg, denom, entropy_coef)
+            ratio_sums += loss.ratio_stats(logp, ro.old_logp[idx], adv[idx], mask[idx], eps_low, eps_high)
+            if not torch.isfinite(objective):
                 finite = False
                 break
-            loss.backward()
-            loss_sum += loss.item()
+            objective.backward()
+            loss_sum += objective.item()
         if ddp:  # decided together: a rank that exited alone would leave the others waiting in the all-reduce
-            flag = torch.tensor(float(finite), device=device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-            finite = bool(flag.item())
+            finite = parallel.all_true(finite, device)
         if not finite:
             raise SystemExit(f"step {step}: the loss is not finite{' on some rank' if ddp else ''}; nothing from "
                              f"this step was saved (last checkpoint: {ckpt_dir}). Try a lower lr or grad_clip.")
-        if ddp:  # sum the ranks' gradients (each rank's loss is its share of the global-batch loss)
-            for p in model.parameters():  # NCCL queues these on the GPU stream without blocking the CPU
-                if p.grad is not None:
-                    dist.all_reduce(p.grad)
+        if ddp:  # each rank's loss is its share of the global-batch loss: the sum is the global gradient
+            parallel.sum_gradients(model)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
         if not torch.isfinite(grad_norm):
             raise SystemExit(f"step {step}: the gradient norm is {grad_norm.item()}; nothing from this step was "
@@ -392,7 +309,7 @@ for step in bar:
 
     # 5. metrics. The DS term as it entered the advantage in the configured ds_form (for 'reward': centred in
     #    its group), per response the mean over its tokens; 0 for the other algos
-    ds = adv - L.advantages(algo, rewards, correct, ro.old_logp, mask, group_size, 0.0, 0.0, ds_form, scale_std)
+    ds = adv - loss.advantages(algo, rewards, correct, ro.old_logp, mask, group_size, 0.0, 0.0, ds_form, scale_std)
     ds = (ds * mask).sum(-1) / mask.sum(-1).clamp(min=1)  # (B,)
     tok_c, tok_w = mask * correct[:, None], mask * (1 - correct[:, None])  # tokens of correct / wrong responses
     clip_low, clip_high, kl_old = (ratio_sums / (mask.sum() * ppo_epochs).clamp(min=1)).tolist()
@@ -403,19 +320,15 @@ for step in bar:
         "ds_abs": ds.abs().mean().item(), "ds_correct": (ds * correct).sum().item() / max(correct.sum().item(), 1),
         "ds_incorrect": (ds * (1 - correct)).sum().item() / max((1 - correct).sum().item(), 1),
         "kept_frac": (weight.sum() / mask.sum()).item(),  # response tokens that got gradient
-        **L.group_composition(correct, group_size),  # all-correct / all-wrong / mixed groups: where GRPO has signal
+        **loss.group_composition(correct, group_size),  # all-correct / all-wrong / mixed groups: where GRPO has signal
         "entropy_correct": (ro.entropy * tok_c).sum().item() / max(tok_c.sum().item(), 1),
         "entropy_incorrect": (ro.entropy * tok_w).sum().item() / max(tok_w.sum().item(), 1),
         "clip_low": clip_low, "clip_high": clip_high, "kl_old": kl_old,  # fractions of tokens; mean k3 KL
-        "zero_adv_groups": L.zero_advantage_frac(rewards, group_size).item(),  # all-equal rewards: GRPO A_i = 0
+        "zero_adv_groups": loss.zero_advantage_frac(rewards, group_size).item(),  # all-equal rewards: GRPO A_i = 0
         "grad_norm": grad_norm.item(), "time_rollout": t1 - t0, "time_reward": t2 - t1, "time_train": t3 - t2,
     }
     if ddp:  # the global batch's figures: mean over ranks (equal shares), the loss summed
-        values = torch.tensor(list(record.values()), dtype=torch.float64, device=device)
-        dist.all_reduce(values)
-        keys = list(record)
-        record = {k: v / world for k, v in zip(keys, values.tolist())}
-        record.update(step=step + 1, loss=values[keys.index("loss")].item())
+        record = parallel.mean_record(record, world, device)
     log_json(record)
     bar.set_postfix(acc=f"{record['accuracy']:.3f}", ent=f"{record['entropy']:.3f}")
     if (step + 1) % log_interval == 0:
@@ -427,31 +340,22 @@ for step in bar:
     if (step + 1) % eval_interval == 0 and not last:
         run_eval(step + 1, eval_n)
     if (step + 1) % ckpt_interval == 0 or last:
-        rank_rng = rng_states()  # gathered from every rank
+        rank_rng = checkpoint.rng_states(device, ddp, world)  # a collective: every rank takes part
         if master:
-            save_checkpoint(step + 1, rank_rng)
+            checkpoint.save_checkpoint(ckpt_dir, model, tokenizer, {
+                "step": step + 1, "optimizer": optimizer.state_dict(), "python_rng": rng.getstate(), "rng": rank_rng,
+                "config": config, "ref_source": ref_source})
 bar.close()
 final = run_eval(max_steps, final_eval_n)
 if ddp:  # the ranks must hold the same parameters: same start, same summed gradients, same update
-    params = torch.cat([p.detach().flatten() for p in model.parameters()])
-    rank0 = params.clone()
-    dist.broadcast(rank0, 0)
-    diff = (params - rank0).abs().max()
-    dist.all_reduce(diff, op=dist.ReduceOp.MAX)
-    final["ddp_max_param_diff"] = diff.item()
-    dist.barrier()  # tear down together: a rank that exits while the other is still in gloo can abort it
-    dist.destroy_process_group()
+    final["ddp_max_param_diff"] = parallel.max_param_diff(model)
+    parallel.teardown()
 if master:
-    with open(metrics_path) as f:  # the step-0 evaluation, also when this process resumed the run
-        start = next((r for r in map(json.loads, f) if r.get("eval_step") == 0 and r["n"] == final["n"]), None)
+    start = checkpoint.find_eval(metrics_path, 0, final["n"])  # also when this process resumed the run
     with open(os.path.join(out_dir, "final_eval.json"), "w") as f:
         json.dump({"algo": algo, "config": config, "world_size": world, **final, "start": start}, f, indent=2)
     if start:
-        ks = [k for k in (1, 8, final["n"]) if k in final["pass@k"]]
-        log(f"{'':>18}" + "".join(f"{'pass@' + str(k):>10}" for k in ks) + f"{'distinct':>10}")
-        for name, r in (("starting policy", start), (f"after {max_steps} steps", final)):
-            passk = {int(k): v for k, v in r["pass@k"].items()}  # JSON keys are strings
-            log(f"{name:>18}" + "".join(f"{passk[k]:>10.4f}" for k in ks) + f"{r['distinct_correct']:>10.2f}")
+        log(format_start_vs_final(start, final, max_steps))
 if master and wandb_log:
     wandb.finish()
 log(f"done: final pass@1 {final['pass@k'][1]:.4f}, checkpoint in {ckpt_dir}")

@@ -17,7 +17,7 @@ import tasks
 from model import char_tokenizer, tiny_model
 
 
-def warm_start(out_dir, problems, steps=2000, batch_size=64, lr=3e-3, seed=0, template="tiny",
+def warm_start(out_dir, task, problems, steps=2000, batch_size=64, lr=3e-3, seed=0, template="tiny",
                device="cpu", log=print):
     """Supervised warm start of the tiny model, saved with save_pretrained. For Countdown each example
     is one problem with one of its solver solutions drawn uniformly, so a problem with many solutions
@@ -32,8 +32,8 @@ def warm_start(out_dir, problems, steps=2000, batch_size=64, lr=3e-3, seed=0, te
     t0 = time.time()
     for step in (bar := tqdm(range(steps), desc="warm start", dynamic_ncols=True)):
         batch = rng.sample(problems, batch_size)
-        prompts = [tasks.prompt(p, template) for p in batch]
-        answers = [tasks.sft_completion(p, rng) + eos for p in batch]
+        prompts = [tasks.prompt(task, p, template) for p in batch]
+        answers = [tasks.sft_completion(task, p, rng) + eos for p in batch]
         enc = tokenizer([p + a for p, a in zip(prompts, answers)], return_tensors="pt",
                         padding=True, padding_side="right").to(device)
         labels = enc.input_ids.clone()

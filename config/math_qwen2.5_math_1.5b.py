@@ -1,6 +1,6 @@
 # DS-GRPO on MATH with Qwen2.5-Math-1.5B on one GPU (the paper's math setting, METHODS.md section 3): train on
 # the MATH train split, evaluate on its test split (for MATH-500, AIME24, AMC23 use eval.py, e.g.
-#   python eval.py --task=math --dataset=math500 --num_problems=500 --n=16 --template=instruct \
+#   python eval.py --task=math --dataset=math500 --eval_problems=500 --n=16 --template=instruct \
 #       --temperature=0.7 --max_new_tokens=2048 --ckpt=out/math_qwen1.5b/ckpt
 # Memory, by arithmetic (not measured; README, "Memory, by arithmetic"): weights, grads and AdamW states
 # 24.7 GB; the rollout's bf16 KV cache for 256 x ~2.3k tokens is 17.2 GB (28 KiB a token), freed before

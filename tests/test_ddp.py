@@ -95,7 +95,7 @@ def test_torchrun_refuses_a_batch_it_cannot_split(tmp_path):
 # gradients as train.py does, the single-process gradient.
 BATCH = textwrap.dedent("""
     import torch
-    import loss as L
+    import loss
     from model import char_tokenizer, response_logprobs, tiny_model
 
     def batch():
@@ -109,20 +109,20 @@ BATCH = textwrap.dedent("""
         mask = (torch.arange(T) < torch.randint(2, T + 1, (B, 1))).float()  # (B, T) responses of varied length
         att[:, P:] = mask.long()
         rewards = torch.tensor([1., 0., 0., 1., 0., 0., 0., 1.])
-        adv = L.advantages("ds-grpo", rewards, rewards, -torch.rand(B, T) * mask, mask, G, 1.0, 0.1)
+        adv = loss.advantages("ds-grpo", rewards, rewards, -torch.rand(B, T) * mask, mask, G, 1.0, 0.1)
         with torch.no_grad():
             old = response_logprobs(model, ids, att, P)[0] - 0.05 * torch.rand(B, T)  # ratios != 1
         return model, ids, att, P, mask, adv, old
 
     def loss_and_grads(model, ids, att, P, mask, adv, old, agg, distributed=False):
-        denom = L.normaliser(mask, agg, distributed)
+        denom = loss.normaliser(mask, agg, distributed)
         logp, _ = response_logprobs(model, ids, att, P)
-        loss = L.policy_loss(logp, old, adv, mask, denom, agg)
-        loss.backward()
+        objective = loss.policy_loss(logp, old, adv, mask, denom, agg)
+        objective.backward()
         if distributed:  # train.py's all-reduce
             for p in model.parameters():
                 torch.distributed.all_reduce(p.grad)
-        return loss.detach(), [p.grad.clone() for p in model.parameters()]
+        return objective.detach(), [p.grad.clone() for p in model.parameters()]
 """)
 
 WORKER = BATCH + textwrap.dedent("""
@@ -131,8 +131,9 @@ WORKER = BATCH + textwrap.dedent("""
     rank = torch.distributed.get_rank()
     model, ids, att, P, mask, adv, old = batch()
     rows = slice(4 * rank, 4 * rank + 4)  # rank r holds group r, whole
-    loss, grads = loss_and_grads(model, ids[rows], att[rows], P, mask[rows], adv[rows], old[rows], sys.argv[2], True)
-    torch.save({"loss": loss, "grads": grads}, f"{sys.argv[1]}/rank{rank}.pt")
+    objective, grads = loss_and_grads(model, ids[rows], att[rows], P, mask[rows], adv[rows], old[rows], sys.argv[2],
+                                      True)
+    torch.save({"loss": objective, "grads": grads}, f"{sys.argv[1]}/rank{rank}.pt")
     torch.distributed.destroy_process_group()
 """)
 
@@ -145,9 +146,9 @@ def test_two_rank_loss_and_gradients_equal_single_process(tmp_path, agg):
     scope = {}
     sys.path.insert(0, ROOT)
     exec(BATCH, scope)
-    loss, grads = scope["loss_and_grads"](*scope["batch"](), agg)
-    torch.testing.assert_close(ranks[0]["loss"] + ranks[1]["loss"], loss, rtol=1e-5, atol=1e-6)
-    assert not torch.allclose(ranks[0]["loss"], loss)  # each rank holds only its share
+    objective, grads = scope["loss_and_grads"](*scope["batch"](), agg)
+    torch.testing.assert_close(ranks[0]["loss"] + ranks[1]["loss"], objective, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(ranks[0]["loss"], objective)  # each rank holds only its share
     for r in ranks:
         for g_rank, g in zip(r["grads"], grads):
             torch.testing.assert_close(g_rank, g, rtol=1e-4, atol=1e-6)

@@ -91,11 +91,11 @@ def test_greedy_evaluation_works():
     # all right or all wrong, and the entropy (of softmax(logits), T = 1) is a number, not NaN
     m, tok = tiny_policy()
     problems = countdown.generate_problems(3, seed=0)
-    res = evaluate(m, tok, problems, n=3, temperature=0, max_new_tokens=8, rows_per_batch=9)
+    res = evaluate(m, tok, "countdown", problems, n=3, temperature=0, max_new_tokens=8, rows_per_batch=9)
     assert math.isfinite(res["entropy"]) and res["entropy"] > 0
     assert all(c in (0, 3) for c in res["correct"]) and res["temperature"] == 0
     torch.manual_seed(1)  # another seed, the same responses
-    assert evaluate(m, tok, problems, n=3, temperature=0, max_new_tokens=8, rows_per_batch=9)["entropy"] == \
+    assert evaluate(m, tok, "countdown", problems, n=3, temperature=0, max_new_tokens=8, rows_per_batch=9)["entropy"] == \
         pytest.approx(res["entropy"], abs=1e-6)
 
 
@@ -107,7 +107,7 @@ def test_evaluation_bounds_the_rows_of_its_log_prob_pass():
     hook = m.model.register_forward_hook(lambda mod, args, kwargs, out: rows.append(kwargs["input_ids"].shape),
                                          with_kwargs=True)
     problems = countdown.generate_problems(4, seed=0)
-    evaluate(m, tok, problems, n=4, max_new_tokens=6, rows_per_batch=16, logprob_batch_size=3)
+    evaluate(m, tok, "countdown", problems, n=4, max_new_tokens=6, rows_per_batch=16, logprob_batch_size=3)
     hook.remove()
     P = max(s[1] for s in rows if s[0] == 4)  # the prefill: the 4 prompts of a batch, once each
     full = [s for s in rows if s[1] > P]  # prompt + response: the log-prob passes
@@ -119,13 +119,13 @@ def test_distinct_answers_are_n_a_for_math():
     # wordings of one solution were two "distinct answers"), so the number is not reported: n/a
     p = {"question": "Tom has 7 pens and buys 7 more. How many pens does he have?", "answer": "14"}
     right = ["7 + 7 = 14, so \\boxed{14}", "He has 7 + 7 = \\boxed{14} pens."]
-    assert all(tasks.reward(r, p) == 1.0 for r in right)
-    assert {tasks.answer_key(r, p) for r in right} == {None}
+    assert all(tasks.reward("math", r, p) == 1.0 for r in right)
+    assert {tasks.answer_key("math", r, p) for r in right} == {None}
     res = summarize(2, 1.0, [2, 0], [None, None], 3.0, 10)
     assert res["distinct_correct"] is None and "distinct correct answers / problem: n/a" in format_table(res)
     # Countdown keeps its count: distinct up to commutativity and associativity
     cd = {"nums": [3, 5, 7], "target": 22}
-    assert len({tasks.answer_key(f"<answer>{a}</answer>", cd) for a in ("3*5+7", "7+5*3", "(3*5)+7")}) == 1
+    assert len({tasks.answer_key("countdown", f"<answer>{a}</answer>", cd) for a in ("3*5+7", "7+5*3", "(3*5)+7")}) == 1
 
 
 def eval_py(*args):
@@ -139,7 +139,7 @@ def test_eval_py_runs_under_bf16_autocast_and_greedy(tmp_path):
     m.save_pretrained(tmp_path / "ckpt")
     tok.save_pretrained(tmp_path / "ckpt")
     out = tmp_path / "res.json"
-    p = eval_py(f"--ckpt={tmp_path / 'ckpt'}", "--n=2", "--num_problems=2", "--n_problems=300",
+    p = eval_py(f"--ckpt={tmp_path / 'ckpt'}", "--n=2", "--eval_problems=2", "--n_problems=300",
                 "--max_new_tokens=4", "--dtype=bfloat16", "--temperature=0", f"--out={out}")
     assert p.returncode == 0, p.stderr[-2000:]
     res = json.load(open(out))

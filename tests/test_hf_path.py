@@ -83,10 +83,10 @@ def test_a_tokenizer_without_pad_token_gets_eos(tmp_path):
 def test_prompt_uses_the_chat_template_when_there_is_one(qwen_dir):
     _, tok = load_policy(qwen_dir)
     p = {"question": "Tom has 3 pens. How many?", "answer": "3"}
-    text = tasks.prompt(p, "instruct", tok)
+    text = tasks.prompt("math", p, "instruct", tok)
     assert text.startswith("<|im_start|>user\nTom has 3 pens.") and text.endswith("<|im_start|>assistant\n")
     assert math_task.MATH_INSTRUCTION in text
-    assert tasks.prompt(p, "instruct", None) == "Tom has 3 pens. How many? " + math_task.MATH_INSTRUCTION
+    assert tasks.prompt("math", p, "instruct", None) == "Tom has 3 pens. How many? " + math_task.MATH_INSTRUCTION
 
 
 def test_two_train_steps_on_random_qwen2(qwen_dir, tmp_path):
@@ -118,7 +118,7 @@ def test_a_base_checkpoint_stops_at_the_end_of_its_turn(base_dir):
     assert tok.eos_token == "<|endoftext|>" and model.generation_config.eos_token_id == tok.eos_token_id != im_end
     assert end_of_response_ids(model, tok) == sorted([tok.eos_token_id, im_end])
     eos_biased(model, tok, 3.0, token_id=im_end)
-    prompts = [tasks.prompt(p, "instruct", tok) for p in math_task.generate_math_problems(2)]
+    prompts = [tasks.prompt("math", p, "instruct", tok) for p in math_task.generate_math_problems(2)]
     torch.manual_seed(0)
     ro = rollout(model, tok, prompts, 4, 16)
     response = ro.input_ids[:, ro.n_prompt:]  # (8, T)
@@ -141,7 +141,7 @@ def test_plain_prompts_get_the_bos_their_tokenizer_adds(tmp_path):
                                  eos_token_id=tok.eos_token_id)).save_pretrained(tmp_path)
     model, tok = load_policy(str(tmp_path))
     problems = math_task.generate_math_problems(3)
-    prompts = [tasks.prompt(p, "instruct", tok) for p in problems]
+    prompts = [tasks.prompt("math", p, "instruct", tok) for p in problems]
     assert not prompts[0].startswith("<s>")  # plain text, as a base model reads it
     ro = rollout(model, tok, prompts, 2, 4)
     prompt_ids = ro.input_ids[:, :ro.n_prompt]
@@ -151,7 +151,7 @@ def test_plain_prompts_get_the_bos_their_tokenizer_adds(tmp_path):
     # a chat-templated prompt carries its own special tokens: nothing is added to it
     qwen_tok = bpe_tokenizer("<|im_end|>", bos_token="<s>")  # the same vocabulary, with a template
     qwen_tok.pad_token = qwen_tok.eos_token
-    text = tasks.prompt(problems[0], "instruct", qwen_tok)
+    text = tasks.prompt("math", problems[0], "instruct", qwen_tok)
     ro = rollout(model, qwen_tok, [text], 2, 4)
     assert tok.bos_token_id not in ro.input_ids[0, :ro.n_prompt].tolist()
 

@@ -45,7 +45,7 @@ def test_lora_tiny_resume_is_exact_and_merge_loads(tmp_path):
     # two runs from the same cached warm start (a run that builds its warm start draws other samples:
     # the warm start reseeds torch): a = 2 steps then resumed to 3, b = 3 steps in one go
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
-    warm_start(os.path.join(a, "warmstart_countdown"), tasks.load("countdown", "generated", 300)[0], steps=30,
+    warm_start(os.path.join(a, "warmstart_countdown"), "countdown", tasks.load("countdown", "generated", 300)[0], steps=30,
                log=lambda *_: None)
     shutil.copytree(os.path.join(a, "warmstart_countdown"), os.path.join(b, "warmstart_countdown"))
     run("train.py", f"--out_dir={a}", "--max_steps=2", *TINY)
