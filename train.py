@@ -166,6 +166,9 @@ log = tqdm.write if master else (lambda *a, **k: None)
 # ----------------------------------------------------------------------------- data and model
 regime = countdown.regime(cd_sizes, cd_min_num, cd_max_num, cd_max_target, cd_min_solutions, cd_target)
 train_set, test_set = tasks.load(task, dataset, n_problems, data_seed, regime)
+if train_set and val_problems >= len(train_set):
+    raise SystemExit(f"val_problems={val_problems} would leave none of the {len(train_set)} training problems to "
+                     f"train on: give a smaller val_problems (0: no validation split) or a larger n_problems")
 val_set, train_set = train_set[:val_problems], train_set[val_problems:]
 if not train_set or not test_set:
     raise SystemExit(f"dataset {dataset!r} has no train or no test problems for task {task!r}")

@@ -84,7 +84,7 @@ def test_lora_tiny_resume_is_exact_and_merge_loads(tmp_path):
 def test_lora_on_random_qwen2_then_merge(qwen_dir, tmp_path):  # noqa: F811
     out = str(tmp_path / "run")
     run("train.py", f"--init_from={qwen_dir}", f"--out_dir={out}", "--task=math", "--template=instruct",
-        "--max_steps=2", "--prompts_per_step=2", "--group_size=2", "--max_new_tokens=8", "--n_problems=200",
+        "--max_steps=2", "--prompts_per_step=2", "--group_size=2", "--max_new_tokens=8", "--n_problems=200", "--val_problems=0",
         "--eval_problems=2", "--eval_n=2", "--final_eval_n=2", "--gradient_checkpointing=True", "--kl_coef=0.05",
         "--micro_batch_size=3", "--lora_rank=2", "--lora_alpha=4", "--lora_target_modules=q_proj,v_proj",
         "--lr=1e-2")
@@ -103,7 +103,7 @@ def test_lora_on_random_qwen2_then_merge(qwen_dir, tmp_path):  # noqa: F811
 
 def test_lora_bad_target_module_is_a_one_line_error(qwen_dir, tmp_path):  # noqa: F811
     p = run("train.py", f"--init_from={qwen_dir}", f"--out_dir={tmp_path}", "--task=math", "--lora_rank=2",
-            "--lora_target_modules=no_such_proj", "--n_problems=50", check=False)
+            "--lora_target_modules=no_such_proj", "--n_problems=50", "--val_problems=0", check=False)
     assert p.returncode != 0 and "Traceback" not in p.stderr
     assert "lora_target_modules='no_such_proj'" in p.stderr.strip().splitlines()[-1]
 

@@ -183,6 +183,8 @@ def test_train_runs_under_bf16_autocast(tmp_path):
     ("nonexistent_config.py", "cannot read config file"),
     ("--out_dir=/proc/x", "cannot write to out_dir='/proc/x'"),
     ("--out_dir=/dev/null/x", "cannot write to out_dir='/dev/null/x' (Not a directory)"),
+    ("--cd_sizes=four", "cd_sizes must be"),
+    ("--val_problems=8000", "val_problems=8000 would leave none of the"),
 ])
 def test_bad_config_is_a_one_line_error(tmp_path, arg, message):
     p = run(f"--out_dir={tmp_path}", arg, check=False)
@@ -207,6 +209,9 @@ def test_bad_config_is_a_one_line_error(tmp_path, arg, message):
     ("--stapo_q=1.5", "stapo_q must be in [0, 1]"),
     ("--group_size=1", "group_size must be >= 2"),
     ("--ds_form=tokens", "ds_form must be 'seq', 'token' or 'reward'"),
+    ("--eval_split=train", "eval_split must be 'test' or 'val'"),
+    ("--cd_target=easy", "cd_target must be 'uniform' or 'weighted'"),
+    ("--cd_min_num=20", "cd_min_num must be in 1..cd_max_num=15"),
 ])
 def test_a_value_out_of_range_is_one_line_and_nothing_is_written(tmp_path, arg, message):
     # a finished run's directory: a bad value must not touch it (no warm start, no checkpoint, no result)
