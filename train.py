@@ -354,7 +354,7 @@ if ddp:  # the ranks must hold the same parameters: same start, same summed grad
     final["ddp_max_param_diff"] = parallel.max_param_diff(model)
     parallel.teardown()
 if master:
-    start = checkpoint.find_eval(metrics_path, 0, final["n"])  # also when this process resumed the run
+    start = checkpoint.find_eval(metrics_path, 0, final["n"]) if max_steps else None  # also after a resume
     with open(os.path.join(out_dir, "final_eval.json"), "w") as f:
         json.dump({"algo": algo, "config": config, "world_size": world, **final, "start": start}, f, indent=2)
     if start:
