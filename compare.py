@@ -76,11 +76,16 @@ test_eval = [f"--final_eval_n={eval_n}", f"--eval_problems={eval_problems}"]
 val_eval = ["--eval_split=val", f"--final_eval_n={sweep_eval_n}", f"--eval_problems={sweep_problems}", "--seed=1"]
 
 
+SWEEP_DS = {f"sweep_ds_a{a}_b{b}": {"alpha": a, "beta": b} for a in ALPHAS for b in BETAS}  # run: its setting
+SWEEP_BONUS = {f"sweep_bonus_c{c}": {"entropy_coef": c} for c in COEFS}
+
+
 def sweep_runs():
     todo = {"sweep_grpo": ["--algo=grpo", *val_eval]}
-    todo.update({f"sweep_ds_a{a}_b{b}": [*METHOD_ARGS["ds-grpo"], f"--alpha={a}", f"--beta={b}", *val_eval]
-                 for a in ALPHAS for b in BETAS})
-    todo.update({f"sweep_bonus_c{c}": ["--algo=entropy-bonus", f"--entropy_coef={c}", *val_eval] for c in COEFS})
+    todo.update({n: [*METHOD_ARGS["ds-grpo"], f"--alpha={s['alpha']}", f"--beta={s['beta']}", *val_eval]
+                 for n, s in SWEEP_DS.items()})
+    todo.update({n: ["--algo=entropy-bonus", f"--entropy_coef={s['entropy_coef']}", *val_eval]
+                 for n, s in SWEEP_BONUS.items()})
     return todo
 
 
@@ -148,12 +153,9 @@ def choose(t0):
         curve = stats.pass_at_k_matrix(r["n"], r["correct"]).mean(0)
         score[name] = {"pass@1": curve[0], f"pass@{r['n']}": curve[-1], "score": (curve[0] + curve[-1]) / 2}
     chosen = {}
-    if ALPHAS:
-        best = max((n for n in runs if n.startswith("sweep_ds")), key=lambda n: score[n]["score"])
-        chosen.update(alpha=float(best.split("_a")[1].split("_b")[0]), beta=float(best.split("_b")[1]))
-    if COEFS:
-        best = max((n for n in runs if n.startswith("sweep_bonus")), key=lambda n: score[n]["score"])
-        chosen["entropy_coef"] = float(best.split("_c")[1])
+    for grid in (SWEEP_DS, SWEEP_BONUS):  # the best validation score of each grid
+        if grid:
+            chosen.update(grid[max(grid, key=lambda n: score[n]["score"])])
     return chosen, score
 
 
