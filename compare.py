@@ -36,7 +36,7 @@ out_dir = "out/compare"
 methods = "grpo,ds-grpo,grpo-nostd,ds-grpo-reward,entropy-bonus,entropy-penalty"  # names: METHOD_ARGS below
 pairs = "ds-grpo:grpo,ds-grpo-reward:grpo-nostd,ds-grpo:entropy-bonus"  # paired differences a - b
 seeds = 5  # RL seeds per method (prompt order and sampling)
-max_steps = 150  # RL steps of every run (train.py defaults: 32 prompts x G = 8 per step)
+max_steps = 150  # RL steps of every run (train.py defaults: 16 prompts x G = 16 per step)
 eval_n = 256  # samples per test problem
 eval_problems = 500  # test problems
 alphas = "0.3,1.0,3.0"  # sweep: DS-GRPO gamma_p ...
@@ -91,13 +91,14 @@ def sweep_runs():
 
 def final_runs(chosen):
     todo = {}
-    for m in METHODS:
-        extra = METHOD_ARGS.get(m, [f"--algo={m}"])
-        if m.startswith("ds-grpo") and "alpha" in chosen:
-            extra = extra + [f"--alpha={chosen['alpha']}", f"--beta={chosen['beta']}"]
-        if m.startswith("entropy-") and "entropy_coef" in chosen:
-            extra = extra + [f"--entropy_coef={chosen['entropy_coef']}"]
-        todo.update({f"{m}_s{s}": [*extra, f"--seed={s}", *test_eval] for s in range(1, seeds + 1)})
+    for s in range(1, seeds + 1):  # seed-major: a comparison stopped early has every method at the same seeds
+        for m in METHODS:
+            extra = METHOD_ARGS.get(m, [f"--algo={m}"])
+            if m.startswith("ds-grpo") and "alpha" in chosen:
+                extra = extra + [f"--alpha={chosen['alpha']}", f"--beta={chosen['beta']}"]
+            if m.startswith("entropy-") and "entropy_coef" in chosen:
+                extra = extra + [f"--entropy_coef={chosen['entropy_coef']}"]
+            todo[f"{m}_s{s}"] = [*extra, f"--seed={s}", *test_eval]
     return todo
 
 
