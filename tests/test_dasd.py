@@ -256,3 +256,15 @@ def test_train_dasd_runs_two_steps_from_a_hinted_warm_start(tmp_path):
         assert r["dasd_gap"] == r["dasd_gap"] and 0 < r["time_teacher"] < r["time_train"]
         assert r["ds_abs"] > 0  # the teacher term as it entered the advantage (the DS metrics' slot)
     assert os.path.exists(os.path.join(out, "final_eval.json"))
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("--dasd_beta=-0.1", "dasd_beta must be >= 0"),
+    ("--dasd_rho=1.5", "dasd_rho must be in [0, 1]"),
+    ("--dasd_norm=token", "dasd_norm must be one of ('batch', 'response')"),
+    ("--warmstart_hint_frac=2.0", "warmstart_hint_frac must be in [0, 1], or -1 (auto)"),
+])
+def test_dasd_settings_out_of_range_are_one_line(tmp_path, arg, message):
+    p = run(f"--out_dir={tmp_path}", "--algo=dasd", *TINY, arg, check=False)
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert message in p.stderr.strip().splitlines()[-1] and os.listdir(tmp_path) == []
