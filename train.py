@@ -333,7 +333,7 @@ for step in bar:
     t3 = time.time()
 
     # 5. metrics. The DS term as it entered the advantage in the configured ds_form (for 'reward': centred in
-    #    its group), per response the mean over its tokens; 0 for the other algos
+    #    its group), per response the mean over its tokens; for 'dasd' its teacher term; 0 for the other algos
     ds = adv - loss.advantages(algo, rewards, correct, ro.old_logp, mask, group_size, 0.0, 0.0, ds_form, scale_std)
     ds = (ds * mask).sum(-1) / mask.sum(-1).clamp(min=1)  # (B,)
     tok_c, tok_w = mask * correct[:, None], mask * (1 - correct[:, None])  # tokens of correct / wrong responses
