@@ -226,9 +226,12 @@ def test_warm_start_hint_frac(tmp_path, monkeypatch):
     # hint_frac = 0 is the plain warm start exactly (the hints have a random stream of their own); with
     # hint_frac = 1 every prompt carries its own target's solution as the hint
     problems = countdown.generate_problems(40, seed=0, sizes=(3,), max_num=6)
-    seen = []
-    real = tasks.hinted_prompt
-    monkeypatch.setattr(tasks, "hinted_prompt", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
+    seen, real = [], tasks.hinted_prompt
+
+    def recorded(*args, **kwargs):  # every hinted prompt the warm start builds
+        seen.append(real(*args, **kwargs))
+        return seen[-1]
+    monkeypatch.setattr(tasks, "hinted_prompt", recorded)
     weights = {}
     for frac in (0.0, 1e-12, 1.0):
         out = str(tmp_path / f"ws{frac}")
