@@ -28,8 +28,20 @@ PROMPT_TEMPLATES = {
 }
 
 
-def format_prompt(nums, target, template="tiny"):
-    return PROMPT_TEMPLATES[template].format(nums=" ".join(map(str, nums)), target=target)
+# DASD's privileged context (its teacher is the policy shown one solution): a line after the task, so that
+# the hinted prompt is the plain one plus a suffix, and for the tiny model the hint is the exact expression
+# it is then asked to write, which a 4-layer model learns to copy (warmstart.py, hint_frac).
+HINT_TEMPLATES = {
+    "tiny": "Hint: {hint}\n",
+    "instruct": " Hint: one correct equation is {hint}.",
+}
+
+
+def format_prompt(nums, target, template="tiny", hint=""):
+    """The task text; with a hint (a solution's expression) the hint line follows it. hint='' is the
+    plain prompt exactly."""
+    text = PROMPT_TEMPLATES[template].format(nums=" ".join(map(str, nums)), target=target)
+    return text + HINT_TEMPLATES[template].format(hint=hint) if hint else text
 
 
 # ----------------------------------------------------------------------------- trees

@@ -34,13 +34,14 @@ def ks_for(n):
 
 @torch.no_grad()
 def evaluate(model, tokenizer, task, problems, n=64, temperature=1.0, max_new_tokens=32, template="tiny",
-             rows_per_batch=512, progress=False, compile=False, logprob_batch_size=None):
+             rows_per_batch=512, progress=False, compile=False, logprob_batch_size=None, hint=False):
     """Samples n responses for each problem (temperature=0: greedy); returns pass@k for k = 1, 2, 4, ..., n
     averaged over problems, the mean number of distinct correct answers per problem (tasks.answer_key: for
     Countdown up to commutativity/associativity; None, "n/a", for math), the mean token entropy and the
     accuracy; and the per-problem correct and distinct counts (for pass@k at any k, and to merge
     data-parallel shards). rows_per_batch responses are generated at once (their KV cache), and
-    logprob_batch_size rows at a time go through the entropy pass."""
+    logprob_batch_size rows at a time go through the entropy pass. hint=True samples from the hinted
+    prompts of DASD's teacher (tasks.hinted_prompt, the first solution as the hint): can the policy use one?"""
     prompts_per_batch = max(1, rows_per_batch // n)
     correct_counts, distinct, ent_sum, tok_sum = [], [], 0.0, 0.0
     batches = range(0, len(problems), prompts_per_batch)
@@ -49,7 +50,7 @@ def evaluate(model, tokenizer, task, problems, n=64, temperature=1.0, max_new_to
         batches = tqdm(batches, desc=f"eval n={n}", dynamic_ncols=True)
     for i in batches:
         chunk = problems[i:i + prompts_per_batch]
-        prompts = [tasks.prompt(task, p, template, tokenizer) for p in chunk]
+        prompts = [(tasks.hinted_prompt if hint else tasks.prompt)(task, p, template, tokenizer) for p in chunk]
         ro = rollout(model, tokenizer, prompts, n, max_new_tokens, temperature, logprob_batch_size, compile)
         ent_sum += ro.entropy.sum().item()
         tok_sum += ro.response_mask.sum().item()
@@ -126,7 +127,8 @@ if __name__ == "__main__":
     rows_per_batch = 0  # responses generated at once (their KV cache); 0 = 2**17 // max_new_tokens, at most 512
     micro_batch_size = 16  # rows per pass of the entropy computation (bounds its activations)
     seed = 0
-    out = ""  # JSON output path; default: <ckpt>/eval_n<n>.json (eval_<hub name>_n<n>.json for a hub model)
+    hint = False  # sample from DASD's hinted prompts (the teacher's view) instead of the plain ones
+    out = ""  # JSON output path; default: <ckpt>/eval_n<n>.json (hub model: eval_<name>_n<n>.json; --hint: eval_hint_)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = "bfloat16" if torch.cuda.is_available() else "float32"  # autocast dtype, as train.py
     configure(globals(), sys.argv[1:])
@@ -140,8 +142,9 @@ if __name__ == "__main__":
     # 2**17 tokens: Qwen2.5-Math-1.5B's bfloat16 KV cache is 28 KiB a token, so 64 rows of 2048 new tokens
     # plus the prompt take about 4 GB (README, "Memory")
     rows = rows_per_batch or max(1, min(512, 2 ** 17 // max_new_tokens))
-    path = out or (os.path.join(ckpt, f"eval_n{n}.json") if os.path.isdir(ckpt)
-                   else f"eval_{ckpt.replace('/', '--')}_n{n}.json")  # a hub name is no directory to write in
+    name = f"{'hint_' if hint else ''}n{n}.json"
+    path = out or (os.path.join(ckpt, f"eval_{name}") if os.path.isdir(ckpt)
+                   else f"eval_{ckpt.replace('/', '--')}_{name}")  # a hub name is no directory to write in
     try:  # fail now, not after the evaluation
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         tempfile.TemporaryFile(dir=os.path.dirname(path) or ".").close()
@@ -156,7 +159,7 @@ if __name__ == "__main__":
            if dtype != "float32" else nullcontext())
     with ctx:
         res = evaluate(model, tokenizer, task, test[:eval_problems], n, temperature, max_new_tokens, template, rows,
-                       progress=True, logprob_batch_size=micro_batch_size)
+                       progress=True, logprob_batch_size=micro_batch_size, hint=hint)
     print(format_table(res))
     with open(path, "w") as f:
         json.dump({"ckpt": ckpt, **res}, f, indent=2)

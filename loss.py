@@ -286,3 +286,40 @@ def token_weights(algo, mask, entropy=None, old_logp=None, adv=None, correct=Non
     if algo == "ict":
         return ict_keep_mask(u, mask)
     return mask
+
+
+# ----------------------------------------------------------------------------- DASD (self-distillation)
+DASD_NORMS = ("batch", "response")
+
+
+def dasd_advantages(adv, teacher_logp, old_logp, entropy, mask, beta_d=0.1, rho=0.2, norm="batch", eps=1e-6):
+    """DASD's per-token advantage (METHODS.md, DASD): A_hat_{i,t} = A_{i,t} + beta_d * omega_{i,t} * dbar_{i,t}.
+    The teacher is the policy shown a reference solution, scoring the student's own sampled tokens (dasd.py):
+      delta_{i,t} = log pi_teacher(y_t) - log pi_old(y_t)        the teacher - student gap of the sampled token
+      dbar = delta / RMS(delta)  over the batch's response tokens (norm='batch') or y_i's (norm='response'):
+                                 scaled, not centred, so its sign still says which of the two likes y_t more
+      tau_i = the (1 - rho)-quantile of H over y_i's tokens    (torch.quantile's linear interpolation)
+      sigma_i = mean_t |H_{i,t} - mean_t H_{i,t}|              (the mean absolute deviation, over y_i's tokens)
+      omega = tanh((tau_i - H_t) / sigma_i) * sigmoid(|dbar_t| - 1)
+    Below tau_i (all but the top rho of y_i's tokens by entropy) omega > 0 and the term has dbar's sign: raised
+    where the teacher likes the token more, lowered where less, i.e. pulled toward the teacher. Above it (the
+    high-entropy "forking" tokens) omega < 0: pushed away. The sigmoid gate lets gaps larger than the typical
+    one count most. Everything is detached and 0 off the mask; sigma_i = 0 (equal entropies) gives omega = 0.
+    Returns A_hat (B, T), dbar (B, T), omega (B, T)."""
+    live = mask.bool()
+    n = mask.sum(-1, keepdim=True).clamp(min=1)  # (B, 1) |y_i|
+    delta = torch.where(live, (teacher_logp - old_logp).detach(), 0.0)  # (B, T) delta
+    if norm == "batch":
+        rms = (delta.pow(2).sum() / mask.sum().clamp(min=1)).sqrt()  # () over all response tokens
+    elif norm == "response":
+        rms = (delta.pow(2).sum(-1, keepdim=True) / n).sqrt()  # (B, 1) per response
+    else:
+        raise ValueError(f"norm must be one of {DASD_NORMS}, got {norm!r}")
+    delta_bar = delta / rms.clamp(min=eps)  # dbar; 0 where delta is (an empty hint: the teacher is the student)
+    h = torch.where(live, entropy.detach(), 0.0)  # (B, T) H, whatever padding holds
+    tau = torch.nanquantile(h.masked_fill(~live, float("nan")), 1 - rho, dim=-1, keepdim=True)  # (B, 1) tau_i
+    h_mean = (h * mask).sum(-1, keepdim=True) / n  # (B, 1)
+    sigma = ((h - h_mean).abs() * mask).sum(-1, keepdim=True) / n  # (B, 1) sigma_i, the MAD
+    omega = torch.tanh((tau - h) / sigma.clamp(min=eps)) * torch.sigmoid(delta_bar.abs() - 1)  # omega
+    omega = torch.where(live, omega, 0.0)  # (a row without tokens has tau = nan)
+    return adv + beta_d * omega * delta_bar, delta_bar, omega  # A_hat = A + beta_d omega dbar

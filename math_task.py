@@ -15,15 +15,20 @@ from reward import last_boxed
 MATH_INSTRUCTION = "Let's think step by step and output the final answer within \\boxed{}."
 
 
-def math_prompt(question, template="instruct"):
+# DASD's privileged context: the reference answer (all a hub set keeps of its solution), after the prompt.
+# 'tiny' keeps it short: the question, the worked answer and the hint must share 128 positions.
+HINT_TEMPLATES = {"instruct": " Hint: the final answer is {hint}.", "tiny": "Hint: {hint}\n"}
+
+
+def math_prompt(question, template="instruct", hint=""):
     """'instruct': the question and the paper's instruction (real models). 'tiny': the bare
     question and a newline, for the embedded model, whose 128 positions must hold the question
-    and the worked answer (the instruction alone is 70 characters)."""
-    if template == "instruct":
-        return question + " " + MATH_INSTRUCTION
-    if template == "tiny":
-        return question + "\n"
-    raise ValueError(f"math prompt template must be 'instruct' or 'tiny', got {template!r}")
+    and the worked answer (the instruction alone is 70 characters). A hint (DASD's reference
+    answer) follows; hint='' is the plain prompt exactly."""
+    if template not in HINT_TEMPLATES:
+        raise ValueError(f"math prompt template must be 'instruct' or 'tiny', got {template!r}")
+    text = question + " " + MATH_INSTRUCTION if template == "instruct" else question + "\n"
+    return text + HINT_TEMPLATES[template].format(hint=hint) if hint else text
 
 
 # ----------------------------------------------------------------------------- hub data

@@ -1,5 +1,5 @@
 """
-The two tasks behind five small functions, so train.py, eval.py and the warm start don't care which
+The two tasks behind a few small functions, so train.py, eval.py and the warm start don't care which
 one runs: each takes the task ('countdown' or 'math') first. A Countdown problem is
 {'nums', 'target', ...}; a math problem is {'question', 'answer'}.
 """
@@ -25,19 +25,38 @@ def load(task, dataset, n_problems, seed=0, regime=None):
     return train, test
 
 
-def prompt(task, problem, template, tokenizer=None):
+def prompt(task, problem, template, tokenizer=None, hint=""):
     """The prompt string. With a tokenizer that has a chat template (instruct models), the task text
     becomes the user turn and the assistant turn is opened; otherwise the plain text is the prompt.
     The rollout tokenises a templated prompt as it is (the template has its special tokens) and adds
-    the tokenizer's own special tokens (a BOS) to plain text only."""
+    the tokenizer's own special tokens (a BOS) to plain text only. hint: see hinted_prompt."""
     if task == "countdown":
-        text = countdown.format_prompt(problem["nums"], problem["target"], template)
+        text = countdown.format_prompt(problem["nums"], problem["target"], template, hint)
     else:
-        text = math_task.math_prompt(problem["question"], template)
+        text = math_task.math_prompt(problem["question"], template, hint)
     if tokenizer is not None and getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
                                              add_generation_prompt=True)
     return text
+
+
+def hint(task, problem, rng=None):
+    """DASD's privileged information: for Countdown one solver solution (drawn by rng, the first of the
+    sorted solutions without one), for math the reference answer."""
+    if task == "countdown":
+        solutions = problem.get("solutions") or countdown.solve(problem["nums"], problem["target"])  # hub rows
+        if not solutions:  # an unsolvable hub row: no hint, so the teacher is the student there
+            return ""
+        return rng.choice(solutions) if rng else solutions[0]
+    return problem["answer"]
+
+
+def hinted_prompt(task, problem, template, tokenizer=None, hint_text=None):
+    """The prompt with the privileged context of DASD's teacher: the plain prompt's task text followed by
+    a hint line (countdown.HINT_TEMPLATES, math_task.HINT_TEMPLATES), inside the user turn when there
+    is a chat template. hint_text=None: hint(task, problem); '' gives exactly prompt(...)."""
+    hint_text = hint(task, problem) if hint_text is None else hint_text
+    return prompt(task, problem, template, tokenizer, hint_text)
 
 
 def reward(task, completion, problem):

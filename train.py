@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 import checkpoint
 import countdown
+import dasd
 import loss
 import parallel
 import tasks
@@ -51,6 +52,8 @@ from warmstart import warm_start
 out_dir = "out"
 init_from = "tiny"  # 'tiny' (embedded default, warm-started on first use), 'resume', or a HF name/path
 warmstart_steps = 1500  # supervised steps of the tiny model's warm start (cached in out/warmstart_<task>)
+warmstart_hint_frac = -1.0  # share of warm-start prompts with a hint (DASD's teacher must learn to use one; cached
+#                             in out/warmstart_<task>_hint<frac>); -1: 0.5 for algo 'dasd', else 0 (the plain one)
 eval_interval = 50  # steps between evaluations (and at the end)
 eval_at_start = True  # evaluate the starting policy with final_eval_n too, to print it beside the trained one
 eval_problems = 100  # held-out problems used for evaluation
@@ -102,6 +105,9 @@ entropy_coef = 0.01  # c of 'entropy-bonus' (loss -= c H) and 'entropy-penalty' 
 top_entropy_frac = 0.2  # rho of '20-entropy': only the top 20% highest-entropy tokens of the batch learn
 stapo_q = 0.75  # 'stapo': tau_h = this quantile of low-prob correct tokens' entropies (one source: 0.8)
 ict_warmup_steps = 20  # Theta of 'ict': dense GRPO steps before the sparse selection (unknown in the paper)
+dasd_beta = 0.1  # beta_d of 'dasd': weight of the teacher term omega_t * dbar_t in the advantage (not in the abstract)
+dasd_rho = 0.2  # rho of 'dasd': the top rho of each response's tokens by entropy are pushed from the teacher
+dasd_norm = "batch"  # 'dasd': the teacher - student gap is divided by its RMS over the 'batch' or each 'response'
 # system
 device = "cuda" if torch.cuda.is_available() else "cpu"
 dtype = "bfloat16" if torch.cuda.is_available() else "float32"  # autocast dtype; weights stay float32
@@ -120,7 +126,7 @@ if init_from == "resume":  # a resumed run keeps its own settings, except those 
 ddp, rank, world, device = parallel.setup(device)  # torchrun: one process per GPU; else (False, 0, 1, device)
 master = rank == 0  # only rank 0 logs, evaluates the merged results and checkpoints
 
-ALGOS = ("grpo", "dr-grpo", "ds-grpo", "entropy-bonus", "entropy-penalty", "20-entropy", "stapo", "ict")
+ALGOS = ("grpo", "dr-grpo", "ds-grpo", "entropy-bonus", "entropy-penalty", "20-entropy", "stapo", "ict", "dasd")
 INF = float("inf")  # `0 < x < INF` also refuses nan and inf
 RANGES = [  # (key, in range, the range): checked before anything is written, so a typo costs one line
     ("algo", algo in ALGOS, f"one of {ALGOS}"),
@@ -146,6 +152,10 @@ RANGES = [  # (key, in range, the range): checked before anything is written, so
     ("top_entropy_frac", 0 < top_entropy_frac <= 1, "in (0, 1]"),
     ("stapo_q", 0 <= stapo_q <= 1, "in [0, 1]"),
     ("ict_warmup_steps", ict_warmup_steps >= 0, ">= 0"),
+    ("dasd_beta", 0 <= dasd_beta < INF, ">= 0"),
+    ("dasd_rho", 0 <= dasd_rho <= 1, "in [0, 1]"),
+    ("dasd_norm", dasd_norm in loss.DASD_NORMS, f"one of {loss.DASD_NORMS}"),
+    ("warmstart_hint_frac", warmstart_hint_frac == -1 or 0 <= warmstart_hint_frac <= 1, "in [0, 1], or -1 (auto)"),
     ("val_problems", val_problems >= 0, ">= 0"),
     ("cd_min_num", 1 <= cd_min_num <= cd_max_num, f"in 1..cd_max_num={cd_max_num}"),
     *((k, globals()[k] >= 1, ">= 1") for k in ("cd_max_target", "cd_min_solutions")),
@@ -153,6 +163,7 @@ RANGES = [  # (key, in range, the range): checked before anything is written, so
 for key, ok, need in RANGES:
     if not ok:
         raise SystemExit(f"{key} must be {need}, got {globals()[key]!r}")
+hint_frac = (0.5 if algo == "dasd" else 0.0) if warmstart_hint_frac == -1 else warmstart_hint_frac
 if state and max_steps < state["step"]:
     raise SystemExit(f"max_steps={max_steps} is before the checkpoint's step {state['step']}: give a later one")
 if prompts_per_step % world:
@@ -184,11 +195,12 @@ if task == "countdown":
 
 start_step, policy_source = 0, init_from
 if init_from == "tiny":
-    policy_source = os.path.join(out_dir, f"warmstart_{task}")
+    policy_source = os.path.join(out_dir, f"warmstart_{task}" + (f"_hint{hint_frac:g}" if hint_frac else ""))
     if master and not os.path.exists(os.path.join(policy_source, "config.json")):  # learns generated data
         sft_set = (train_set if dataset == "generated"
                    else tasks.load(task, "generated", n_problems, data_seed, regime)[0][val_problems:])
-        warm_start(policy_source, task, sft_set, steps=warmstart_steps, template=template, device=device, log=log)
+        warm_start(policy_source, task, sft_set, steps=warmstart_steps, template=template, device=device, log=log,
+                   hint_frac=hint_frac)
     if ddp:
         torch.distributed.barrier()  # the other ranks wait for rank 0's warm start
 elif init_from == "resume":
@@ -265,6 +277,16 @@ for step in bar:
     #    from the rollout-time pi_old = the current policy), the batch-level normaliser, the reference log-probs
     mask = ro.response_mask.float()  # (B, T)
     adv = loss.advantages(algo, rewards, correct, ro.old_logp, mask, group_size, alpha, beta, ds_form, scale_std)
+    dasd_log = {}
+    if algo == "dasd":  # the policy shown a reference solution (the teacher) scores the sampled tokens: dasd.py
+        t_teacher = time.time()
+        hinted = dasd.teacher_prompts(task, batch, template, tokenizer, random.Random(f"{seed}:{step}"))
+        with ctx:
+            teacher_logp = dasd.teacher_logprobs(model, tokenizer, hinted, ro, group_size, temperature,
+                                                 micro_batch_size)
+        adv, delta_bar, omega = loss.dasd_advantages(adv, teacher_logp, ro.old_logp, ro.entropy, mask, dasd_beta,
+                                                     dasd_rho, dasd_norm)
+        dasd_log = dasd.metrics(teacher_logp, ro.old_logp, delta_bar, omega, mask, time.time() - t_teacher)
     select = "grpo" if algo == "ict" and step < ict_warmup_steps else algo  # ICT: Theta dense warm-up steps
     u = None  # ICT uniqueness (B, T): needs the full next-token distributions, one more no-grad pass
     if select == "ict":
@@ -311,7 +333,7 @@ for step in bar:
     t3 = time.time()
 
     # 5. metrics. The DS term as it entered the advantage in the configured ds_form (for 'reward': centred in
-    #    its group), per response the mean over its tokens; 0 for the other algos
+    #    its group), per response the mean over its tokens; for 'dasd' its teacher term; 0 for the other algos
     ds = adv - loss.advantages(algo, rewards, correct, ro.old_logp, mask, group_size, 0.0, 0.0, ds_form, scale_std)
     ds = (ds * mask).sum(-1) / mask.sum(-1).clamp(min=1)  # (B,)
     tok_c, tok_w = mask * correct[:, None], mask * (1 - correct[:, None])  # tokens of correct / wrong responses
@@ -329,6 +351,7 @@ for step in bar:
         "clip_low": clip_low, "clip_high": clip_high, "kl_old": kl_old,  # fractions of tokens; mean k3 KL
         "zero_adv_groups": loss.zero_advantage_frac(rewards, group_size).item(),  # all-equal rewards: GRPO A_i = 0
         "grad_norm": grad_norm.item(), "time_rollout": t1 - t0, "time_reward": t2 - t1, "time_train": t3 - t2,
+        **dasd_log,  # 'dasd': |dbar|, pulled / pushed shares, teacher - student gap, teacher pass time
     }
     if ddp:  # the global batch's figures: mean over ranks (equal shares), the loss summed
         record = parallel.mean_record(record, world, device)

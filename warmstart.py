@@ -2,7 +2,8 @@
 The supervised warm start of the embedded tiny model: a randomly initialised model (model.tiny_model)
 learns solver-generated solutions (Countdown) or worked answers (generated math), so that RL starts
 from a policy that is sometimes right and, on problems with several solutions, knows several of them.
-train.py runs it once per task and caches the result in out/warmstart_<task>.
+train.py runs it once per task and caches the result in out/warmstart_<task> (out/warmstart_<task>_hint<frac>
+with DASD's hinted examples).
 """
 import math
 import os
@@ -17,14 +18,27 @@ import tasks
 from model import char_tokenizer, tiny_model
 
 
+def _hint_for(task, problem, answer):
+    """The hint that goes with a warm-start target: the target's own expression for Countdown (so the
+    model learns to copy the solution it is shown), the reference answer for math."""
+    if task == "countdown":
+        return answer.removeprefix("<answer>").removesuffix("</answer>")
+    return tasks.hint(task, problem)
+
+
 def warm_start(out_dir, task, problems, steps=2000, batch_size=64, lr=3e-3, seed=0, template="tiny",
-               device="cpu", log=print):
+               device="cpu", log=print, hint_frac=0.0):
     """Supervised warm start of the tiny model, saved with save_pretrained. For Countdown each example
     is one problem with one of its solver solutions drawn uniformly, so a problem with many solutions
     teaches the model many answers: the diversity that RL can later keep or lose. Few enough steps
-    that the model is far from solving the task (see README)."""
+    that the model is far from solving the task (see README).
+    hint_frac: the share of examples whose prompt carries a hint (tasks.hinted_prompt) that is the
+    target's own solution (Countdown) or answer (math): DASD's teacher is this model shown a hint, and
+    can only teach if it learned to use one. The hints are drawn from a stream of their own, so the
+    batches and targets are those of hint_frac = 0, and hint_frac = 0 is the plain warm start exactly."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
+    hint_rng = random.Random(seed + 1)
     tokenizer = char_tokenizer()
     model = tiny_model(tokenizer).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1, betas=(0.9, 0.95))
@@ -32,8 +46,11 @@ def warm_start(out_dir, task, problems, steps=2000, batch_size=64, lr=3e-3, seed
     t0 = time.time()
     for step in (bar := tqdm(range(steps), desc="warm start", dynamic_ncols=True)):
         batch = rng.sample(problems, batch_size)
-        prompts = [tasks.prompt(task, p, template) for p in batch]
-        answers = [tasks.sft_completion(task, p, rng) + eos for p in batch]
+        answers = [tasks.sft_completion(task, p, rng) for p in batch]
+        hinted = [hint_frac > 0 and hint_rng.random() < hint_frac for _ in batch]
+        prompts = [tasks.hinted_prompt(task, p, template, hint_text=_hint_for(task, p, a)) if h
+                   else tasks.prompt(task, p, template) for p, a, h in zip(batch, answers, hinted)]
+        answers = [a + eos for a in answers]
         enc = tokenizer([p + a for p, a in zip(prompts, answers)], return_tensors="pt",
                         padding=True, padding_side="right").to(device)
         labels = enc.input_ids.clone()
