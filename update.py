@@ -1,0 +1,85 @@
+"""
+Step 4 of train.py, the update: optimizer passes over one rollout batch, each over the whole batch in
+micro-batches with gradient accumulation, then clipping and one AdamW step. train.py gives the loss of a
+micro-batch (`micro_loss`); this file does the mechanics around it:
+- micro-batches of rows of similar length (sorted by response length), each cut to its own longest
+  response and shortest left padding: the columns cut are padding in every row of the micro-batch, which
+  the loss never sees (tests/test_update.py: same loss and gradient), so short responses stop paying for
+  long ones;
+- data parallelism (parallel.py): DDP all-reduces in the last micro-batch's backward only (no_sync before);
+- a loss or gradient norm that is not finite stops the update, decided together on every rank;
+- DGG (gate.py): passes after the first over a batch are gated on the LM head's raw gradient.
+"""
+from contextlib import nullcontext
+
+import torch
+
+import gate
+import parallel
+
+
+def micro_batches(mask, attention_mask, n_prompt, size, trim=True):
+    """[(rows, first, T)]: the rows of each micro-batch, the first prompt column any of them uses and the
+    response length kept. trim: rows by decreasing response length (the longest, most memory-hungry
+    micro-batch comes first), columns outside [first, n_prompt + T) cut; else rows in order, nothing cut."""
+    B, T_all = mask.shape
+    if not trim:
+        return [(rows, 0, T_all) for rows in torch.arange(B, device=mask.device).split(size)]
+    lengths = mask.sum(-1).long()  # (B,) response tokens, EOS included
+    out = []
+    for rows in lengths.argsort(descending=True, stable=True).split(size):
+        used = attention_mask[rows, :n_prompt].any(0)  # (P,) prompt columns that are not padding in every row
+        first = int(used.long().argmax()) if used.any() else 0
+        out.append((rows, first, max(1, int(lengths[rows].max()))))
+    return out
+
+
+def update(trained, policy, optimizer, input_ids, attention_mask, n_prompt, mask, micro_loss, *, passes=1,
+           micro_batch_size=128, temperature=1.0, grad_clip=1.0, ctx=nullcontext(), world=1, trim=True, dgg=None):
+    """`passes` optimizer steps over the batch (ppo_epochs, or DGG's reuse_max), through `trained`
+    (parallel.wrap); policy is the model itself (its LM head is what DGG watches).
+      input_ids, attention_mask  (B, P+T)  left-padded prompts, then responses;  mask (B, T) response tokens
+      micro_loss(rows, T, logp, entropy) -> (loss, ratio_stats): the loss of micro-batch `rows` over its
+          first T response tokens, given the current policy's logp, entropy (b, T) with grad
+      dgg: None, or (state, tau, window, signal) of gate.decide: then passes after the first are gated.
+    Returns {loss, grad_norm, ratio_sums} of the applied passes (loss and grad norm of the last one), passes
+    (applied), and DGG's fired, g, z (of the last pass measured). Raises FloatingPointError when not finite."""
+    batches = micro_batches(mask, attention_mask, n_prompt, micro_batch_size, trim)
+    out = {"loss": 0.0, "grad_norm": 0.0, "ratio_sums": torch.zeros(3, device=mask.device), "passes": 0,
+           "fired": False, "g": None, "z": None}
+    for k in range(passes):
+        loss_sum, ratio_sums = 0.0, torch.zeros(3, device=mask.device)
+        for i, (rows, first, T) in enumerate(batches):
+            cols = slice(first, n_prompt + T)
+            with parallel.no_sync(trained, i + 1 < len(batches)):
+                with ctx:
+                    logp, entropy = trained(input_ids[rows, cols], attention_mask[rows, cols], n_prompt - first,
+                                            temperature)  # current policy, with grad: (b, T)
+                    objective, stats = micro_loss(rows, T, logp, entropy)
+                finite = bool(torch.isfinite(objective))
+                if world > 1:  # decided together: a rank that left alone would leave the others waiting
+                    finite = parallel.all_true(finite, mask.device)
+                if not finite:
+                    raise FloatingPointError("the loss is not finite" + (" on some rank" if world > 1 else ""))
+                # Each rank's loss is its share of the global-batch loss (the normaliser counts the whole
+                # global batch), so the global gradient is the SUM of the ranks' gradients; DDP and FSDP
+                # average them (divide by world): scaling the loss by world makes their average our sum.
+                (objective * world).backward()
+            loss_sum += objective.item()
+            ratio_sums += stats
+        g = gate.lm_head_energy(policy) if dgg else None  # the raw gradient: before clipping (gate.py)
+        grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip if grad_clip > 0 else float("inf"))
+        if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor, the same on every rank
+            grad_norm = grad_norm.full_tensor()
+        if not torch.isfinite(grad_norm):
+            raise FloatingPointError(f"the gradient norm is {grad_norm.item()}")
+        fire, z = gate.decide(dgg[0], g, k == 0, *dgg[1:]) if dgg else (False, None)
+        out.update(g=g, z=z, fired=fire)
+        if fire:  # thrown away, not stepped: a zero gradient would still move AdamW's moments
+            optimizer.zero_grad(set_to_none=True)
+            break
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        out.update(loss=loss_sum, grad_norm=grad_norm.item(), passes=k + 1)
+        out["ratio_sums"] += ratio_sums
+    return out
