@@ -99,8 +99,12 @@ def full_state(model, optimizer, fsdp):
         return None, optimizer.state_dict()
     from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
                                                          get_optimizer_state_dict)
-    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    return get_model_state_dict(model, options=options), get_optimizer_state_dict(model, optimizer, options=options)
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)  # ranks > 0 get empty dicts
+    weights, first = get_model_state_dict(model, options=options), {}
+    for name, p in model.named_parameters(remove_duplicate=False):  # tied weights (LM head = embedding) were
+        if first.setdefault(id(p), name) != name and name in weights:  # gathered twice: one tensor again, so
+            weights[name] = weights[first[id(p)]]  # save_pretrained writes it once, as without FSDP
+    return weights, get_optimizer_state_dict(model, optimizer, options=options)
 
 
 def load_optimizer(model, optimizer, saved, fsdp):
