@@ -222,3 +222,42 @@ def test_a_value_out_of_range_is_one_line_and_nothing_is_written(tmp_path, arg, 
     assert p.returncode != 0 and "Traceback" not in p.stderr
     assert message in p.stderr.strip().splitlines()[-1]
     assert os.listdir(out) == ["final_eval.json"] and (out / "final_eval.json").read_text() == '{"pass@k": {"1": 0.5}}'
+
+
+# Saves the gradient of the first optimizer step (as clipping sees it) and how many pi_old passes the rollout
+# had run by then.
+GRAD_SPY = """
+import sys, torch, rollout
+calls, real_logprobs, real_clip = [], rollout.response_logprobs, torch.nn.utils.clip_grad_norm_
+rollout.response_logprobs = lambda *a, **k: calls.append(1) or real_logprobs(*a, **k)
+def spy(params, *a, **k):
+    params = list(params)
+    if sys._getframe(1).f_globals["__name__"] == "update":  # not the warm start's
+        torch.save({{"grads": [p.grad.clone() for p in params], "old_logp_passes": len(calls)}}, {path!r})
+        torch.nn.utils.clip_grad_norm_ = real_clip
+    return real_clip(params, *a, **k)
+torch.nn.utils.clip_grad_norm_ = spy
+"""
+
+
+@pytest.mark.parametrize("algo, form", [("ds-grpo", "seq"), ("ds-grpo", "token"), ("entropy-bonus", "seq")])
+def test_skipping_the_pi_old_pass_gives_the_same_update(tmp_path, algo, form):
+    # ppo_epochs = 1: pi_old is the policy being trained, so its log-probs are the training pass's own,
+    # detached (the ratio is exactly 1), and DS-Eq.6's term, row by row, comes from them: no forward pass of
+    # its own. Same rollouts (the same seed), so the same step: loss, gradient and the pi_old-based metrics.
+    runs = {}
+    for skip in (False, True):
+        out = tmp_path / str(skip)
+        if skip:
+            shutil.copytree(tmp_path / "False" / "warmstart_countdown", out / "warmstart_countdown")
+        run(f"--out_dir={out}", f"--algo={algo}", f"--ds_form={form}", *TINY, "--max_steps=1", "--eval_at_start=False",
+            "--micro_batch_size=2", f"--skip_old_logp={skip}", patch=GRAD_SPY.format(path=str(out / "grads.pt")))
+        runs[skip] = next(r for r in records(out) if r.get("step") == 1), torch.load(out / "grads.pt")
+    (rec, spied), (rec_skip, spied_skip) = runs[False], runs[True]
+    assert spied["old_logp_passes"] == 1 and spied_skip["old_logp_passes"] == 0  # the pass was skipped
+    for a, b in zip(spied_skip["grads"], spied["grads"]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+    for key in ("loss", "grad_norm", "entropy", "entropy_correct", "ds_abs", "ds_correct", "ds_incorrect"):
+        assert rec_skip[key] == pytest.approx(rec[key], rel=1e-5, abs=1e-7), key
+    assert rec_skip["kl_old"] == rec_skip["clip_low"] == rec_skip["clip_high"] == 0  # the ratio is exactly 1
+    assert (rec["ds_abs"] > 0) == (algo == "ds-grpo")
