@@ -70,7 +70,8 @@ def no_sync(trained, skip):
     """DDP: no all-reduce in this micro-batch's backward (the gradients accumulate locally; the last
     micro-batch's backward all-reduces their sum). FSDP reduce-scatters every micro-batch: skipping it would
     keep a full unsharded gradient on every rank, the memory FSDP is there to save."""
-    return trained.no_sync() if skip and isinstance(trained, torch.nn.parallel.DistributedDataParallel) else nullcontext()
+    ddp = isinstance(trained, torch.nn.parallel.DistributedDataParallel)
+    return trained.no_sync() if skip and ddp else nullcontext()
 
 
 @contextmanager

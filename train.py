@@ -12,15 +12,13 @@ the DS-Eq.6 term) and per-token weights (the token-selection methods keep only s
 `ppo_epochs` optimizer steps on the clipped surrogate (plus -/+ c H for the entropy baselines).
 
 What is simplified, and why:
-- Rollouts are our own short decode loop around the HF forward (rollout.py), not vLLM: fewer moving
-  parts. Data parallelism is torchrun + DDP (each rank owns whole groups, so advantages are exact), or FSDP2
-  for a model whose AdamW states do not fit one GPU (parallel.py).
-- Under torchrun, 20-Entropy's batch quantile and STAPO's tau_h are over each rank's share of the
-  batch, not the global batch (everything else, including the loss normaliser, is global).
-- The sampling policy pi_old is the policy at the start of the step (fully on-policy), and its
-  log-probs are recomputed with a forward pass instead of taken from generate's scores, so the
-  training and sampling numerics match and the (B, T, V) scores are never stored. With one update per
-  batch and a method that needs nothing of pi_old before it, that pass is the training pass itself.
+- Rollouts are our own short decode loop around the HF forward (rollout.py), not vLLM: fewer moving parts.
+  Data parallelism is torchrun + DDP, or FSDP2 for a model whose AdamW states do not fit one GPU (parallel.py);
+  each rank owns whole groups, so advantages are exact. 20-Entropy's batch quantile and STAPO's tau_h are
+  over each rank's share of the batch (everything else, the loss normaliser included, is global).
+- The sampling policy pi_old is the policy at the start of the step (fully on-policy); its log-probs are
+  recomputed by a forward pass, not taken from generate's scores, so training and sampling numerics match
+  (with one update and a method that needs nothing of pi_old before it, that pass is the training pass).
 - Each of the `ppo_epochs` updates uses the whole rollout batch (accumulated over micro-batches),
   rather than shuffled mini-batches: with the default of 1 this is exact on-policy GRPO.
 - The embedded default is a 0.9M-parameter character-level model, warm-started by supervised
@@ -142,10 +140,9 @@ RANGES = [  # (key, in range, the range): checked before anything is written, so
     ("eval_split", eval_split in ("test", "val"), "'test' or 'val'"),
     ("parallelism", parallelism in ("ddp", "fsdp"), "'ddp' or 'fsdp'"),
     ("dgg_signal", dgg_signal in ("energy", "delta"), "'energy' or 'delta'"),
-    ("dgg_tau", dgg_tau == dgg_tau, "a number"),
     ("dgg_window", dgg_window >= 2, ">= 2 (a standard deviation)"),
-    ("reuse_max", reuse_max == 1 or ppo_epochs == 1, "1 when ppo_epochs > 1 (both set the passes per batch)"),
-    ("reuse_max", reuse_max == 1 or not lora_rank, "1 with LoRA (DGG watches the LM head, which LoRA freezes)"),
+    ("reuse_max", reuse_max == 1 or (ppo_epochs == 1 and not lora_rank), "1 when ppo_epochs > 1 (both set the "
+     "passes per batch) or with LoRA (DGG watches the LM head's gradient, and LoRA freezes it)"),
     ("cd_target", cd_target in ("uniform", "weighted"), "'uniform' or 'weighted'"),
     ("temperature", 0 < temperature < INF, "> 0 (eval.py takes 0 for greedy decoding)"),
     ("lr", 0 < lr < INF, "> 0"),
@@ -223,9 +220,8 @@ fsdp = ddp and parallelism == "fsdp"
 trained = parallel.wrap(model, parallelism if ddp else None, device)  # the update's forward: DDP, FSDP or plain
 betas = (0.9, 0.99)
 optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=betas)
-dgg_state = state.get("dgg", gate.new_state()) if state else gate.new_state()  # DGG's window, kept in checkpoints
-on_policy = (skip_old_logp and ppo_epochs == 1 and reuse_max == 1 and algo not in ("20-entropy", "stapo")
-             and not (algo == "ds-grpo" and ds_form == "reward"))  # needs nothing of pi_old before the update
+dgg_state = (state or {}).get("dgg") or gate.new_state()  # DGG's window of recent passes, kept in checkpoints
+on_policy = skip_old_logp and update.pi_old_is_the_update(algo, ds_form, max(ppo_epochs, reuse_max))
 if state:
     parallel.load_optimizer(model, optimizer, state["optimizer"], fsdp)
     for group in optimizer.param_groups:  # the saved hyperparameters would otherwise win over this run's
@@ -307,22 +303,19 @@ for step in bar:
         ro.old_logp, ro.entropy = torch.zeros_like(mask), torch.zeros_like(mask)
 
     def micro_loss(rows, T, logp, entropy):
-        m, a = mask[rows, :T], adv[rows, :T]
+        m, w = mask[rows, :T], weight[rows, :T]
         if on_policy:  # log pi_old = this pass's log-probs, detached; DS-Eq.6's term from them, row by row
             ro.old_logp[rows, :T], ro.entropy[rows, :T] = logp.detach() * m, entropy.detach() * m
-            if algo == "ds-grpo":
-                a = a + loss.ds_advantage(correct[rows], ro.old_logp[rows, :T], m, alpha, beta, ds_form)
-                adv[rows, :T] = a  # for the metrics
-        old, w = ro.old_logp[rows, :T], weight[rows, :T]
+            adv[rows, :T] += loss.ds_advantage(algo, correct[rows], ro.old_logp[rows, :T], m, alpha, beta, ds_form)
+        old, a = ro.old_logp[rows, :T], adv[rows, :T]
         objective = loss.policy_loss(logp, old, a, w, denom, agg, eps_low, eps_high, ref_logp[rows, :T], kl_coef)
         objective = objective + loss.entropy_term(algo, entropy, w, agg, denom, entropy_coef)
         return objective, loss.ratio_stats(logp, old, a, m, eps_low, eps_high)
-    try:
+    try:  # passes: ppo_epochs, or DGG's reuse_max (the two are never both > 1)
         res = update.update(trained, model, optimizer, ro.input_ids, ro.attention_mask, ro.n_prompt, mask, micro_loss,
-                            passes=max(ppo_epochs, reuse_max), micro_batch_size=micro_batch_size,
-                            temperature=temperature, grad_clip=grad_clip, ctx=ctx, world=world,
-                            trim=sort_micro_batches, dgg=(dgg_state, dgg_tau, dgg_window, dgg_signal)
-                            if reuse_max > 1 else None)
+                            passes=max(ppo_epochs, reuse_max), micro_batch_size=micro_batch_size, ctx=ctx,
+                            temperature=temperature, grad_clip=grad_clip, world=world, trim=sort_micro_batches,
+                            dgg=(dgg_state, dgg_tau, dgg_window, dgg_signal) if reuse_max > 1 else None)
     except FloatingPointError as e:
         raise SystemExit(f"step {step}: {e}; nothing from this step was saved (last checkpoint: {ckpt_dir}). "
                          f"Try a lower lr or grad_clip.")
@@ -372,9 +365,8 @@ for step in bar:
                 "config": config, "ref_source": ref_source, "dgg": dgg_state}, weights)
 bar.close()
 final = run_eval(max_steps, final_eval_n)
-if ddp and not fsdp:  # the ranks must hold the same parameters: same start, same summed gradients, same update
-    final["ddp_max_param_diff"] = parallel.max_param_diff(model)
-if ddp:
+if ddp:  # DDP: the ranks must hold the same parameters (same start, same summed gradients, same update)
+    final.update({} if fsdp else {"ddp_max_param_diff": parallel.max_param_diff(model)})
     parallel.teardown()
 if master:
     start = checkpoint.find_eval(metrics_path, 0, final["n"]) if max_steps else None  # also after a resume

@@ -18,6 +18,15 @@ import gate
 import parallel
 
 
+def pi_old_is_the_update(algo, ds_form, passes):
+    """Whether pi_old's log-probs can be this update's own (detached), with no forward pass of their own: one
+    pass (the weights that sampled are the weights trained), and nothing of pi_old needed before it. Not for
+    20-Entropy and STAPO (their keep masks use pi_old's entropies and probabilities) nor DS-GRPO's 'reward'
+    form (the DS term is centred over each group, which a micro-batch may split); DS-GRPO's 'seq' and 'token'
+    forms are row by row (loss.ds_advantage), and ICT's uniqueness has a pass of its own anyway."""
+    return passes == 1 and algo not in ("20-entropy", "stapo") and not (algo == "ds-grpo" and ds_form == "reward")
+
+
 def micro_batches(mask, attention_mask, n_prompt, size, trim=True):
     """[(rows, first, T)]: the rows of each micro-batch, the first prompt column any of them uses and the
     response length kept. trim: rows by decreasing response length (the longest, most memory-hungry
