@@ -279,11 +279,10 @@ for step in bar:
     correct = (rewards == 1.0).float()  # (B,)
     t2 = time.time()
 
-    # 3. advantages (B, T), the tokens that learn (weight, a keep mask for the token-selection methods,
-    #    from the rollout-time pi_old = the current policy), the batch-level normaliser, the reference log-probs
+    # 3. advantages (B, T) (on_policy: DS-Eq.6's term comes in step 4), the tokens that learn (weight: a keep mask
+    #    for token selection, from the rollout's pi_old), the batch-level normaliser, the reference log-probs
     mask = ro.response_mask.float()  # (B, T)
-    adv = loss.advantages(algo, rewards, correct, ro.old_logp, mask, group_size, alpha, beta, ds_form,
-                          scale_std)  # on_policy (ro.old_logp None): DS-Eq.6's term is added in step 4
+    adv = loss.advantages(algo, rewards, correct, ro.old_logp, mask, group_size, alpha, beta, ds_form, scale_std)
     select = "grpo" if algo == "ict" and step < ict_warmup_steps else algo  # ICT: Theta dense warm-up steps
     u = None  # ICT uniqueness (B, T): needs the full next-token distributions, one more no-grad pass
     if select == "ict":
@@ -343,9 +342,7 @@ for step in bar:
     }
     if ddp:  # the global batch's figures: mean over ranks (equal shares), the loss summed
         record = parallel.mean_record(record, world, device)
-    record.update(passes=res["passes"], rollouts=(step + 1) * prompts_per_step * group_size)  # cumulative responses
-    if reuse_max > 1:  # DGG: did the gate fire, the last measured pass's g and z (null before the window filled)
-        record.update(dgg_fired=res["fired"], dgg_g=res["g"], dgg_z=res["z"])
+    record.update(passes=res["passes"], rollouts=(step + 1) * prompts_per_step * group_size, **res["dgg"])
     log_json(record)
     bar.set_postfix(acc=f"{record['accuracy']:.3f}", ent=f"{record['entropy']:.3f}")
     if (step + 1) % log_interval == 0:

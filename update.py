@@ -52,10 +52,10 @@ def update(trained, policy, optimizer, input_ids, attention_mask, n_prompt, mask
           first T response tokens, given the current policy's logp, entropy (b, T) with grad
       dgg: None, or (state, tau, window, signal) of gate.decide: then passes after the first are gated.
     Returns {loss, grad_norm, ratio_sums} of the applied passes (loss and grad norm of the last one), passes
-    (applied), and DGG's fired, g, z (of the last pass measured). Raises FloatingPointError when not finite."""
+    (applied), and dgg: with DGG, the record's dgg_fired, and dgg_g, dgg_z of the last pass measured (z None
+    before the window filled); else empty. Raises FloatingPointError when something is not finite."""
     batches = micro_batches(mask, attention_mask, n_prompt, micro_batch_size, trim)
-    out = {"loss": 0.0, "grad_norm": 0.0, "ratio_sums": torch.zeros(3, device=mask.device), "passes": 0,
-           "fired": False, "g": None, "z": None}
+    out = {"loss": 0.0, "grad_norm": 0.0, "ratio_sums": torch.zeros(3, device=mask.device), "passes": 0, "dgg": {}}
     for k in range(passes):
         loss_sum, ratio_sums = 0.0, torch.zeros(3, device=mask.device)
         for i, (rows, first, T) in enumerate(batches):
@@ -83,7 +83,8 @@ def update(trained, policy, optimizer, input_ids, attention_mask, n_prompt, mask
         if not torch.isfinite(grad_norm):
             raise FloatingPointError(f"the gradient norm is {grad_norm.item()}")
         fire, z = gate.decide(dgg[0], g, k == 0, *dgg[1:]) if dgg else (False, None)
-        out.update(g=g, z=z, fired=fire)
+        if dgg:
+            out["dgg"] = {"dgg_fired": fire, "dgg_g": g, "dgg_z": z}
         if fire:  # thrown away, not stepped: a zero gradient would still move AdamW's moments
             optimizer.zero_grad(set_to_none=True)
             break

@@ -174,7 +174,7 @@ def test_a_fired_gate_takes_no_optimizer_step():
     full = {"window": [1.0, 2.0, 3.0], "prev": 3.0}
     fired, m_fired, opt_fired = adamw_update(3, (copy.deepcopy(full), -math.inf, 3, "energy"))
     once, m_once, opt_once = adamw_update(1, None)
-    assert fired["fired"] and fired["passes"] == 1 and fired["z"] is not None
+    assert fired["dgg"]["dgg_fired"] and fired["passes"] == 1 and fired["dgg"]["dgg_z"] is not None
     assert fired["loss"] == once["loss"] and fired["grad_norm"] == once["grad_norm"]
     for a, b in zip(m_fired.parameters(), m_once.parameters()):
         assert torch.equal(a, b)
@@ -191,7 +191,7 @@ def test_a_gate_that_never_fires_reuses_like_ppo_epochs():
     state = gate.new_state()
     gated, m_gated, _ = adamw_update(3, (state, math.inf, 2, "energy"))
     epochs, m_epochs, _ = adamw_update(3, None)
-    assert gated["passes"] == epochs["passes"] == 3 and not gated["fired"]
+    assert gated["passes"] == epochs["passes"] == 3 and not gated["dgg"]["dgg_fired"] and epochs["dgg"] == {}
     assert gated["loss"] == epochs["loss"] and gated["ratio_sums"].tolist() == epochs["ratio_sums"].tolist()
     assert all(torch.equal(a, b) for a, b in zip(m_gated.parameters(), m_epochs.parameters()))
-    assert len(state["window"]) == 2 and state["prev"] == gated["g"]
+    assert len(state["window"]) == 2 and state["prev"] == gated["dgg"]["dgg_g"]
