@@ -133,7 +133,9 @@ MAX_LOGITS_PER_CHUNK = 2 ** 25  # float32 logits held at once: 128 MiB, whatever
 
 def _logits(hidden, lm_head, temperature):
     """float32 logits / temperature with autocast off: a bf16 LM head would round logits of ~20-30 by
-    ~0.1, and differently in the rollout and the training pass (different batch shapes)."""
+    ~0.1, and differently in the rollout and the training pass (different batch shapes). Kept float32 on
+    purpose until a GPU measures what a bf16 head would gain (speed, memory) against that rounding (README:
+    Performance); no GPU was available to decide it."""
     with torch.autocast(hidden.device.type, enabled=False):
         return F.linear(hidden.float(), lm_head.weight.float(),
                         None if lm_head.bias is None else lm_head.bias.float()) / temperature
