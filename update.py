@@ -23,7 +23,9 @@ def pi_old_is_the_update(algo, ds_form, passes):
     pass (the weights that sampled are the weights trained), and nothing of pi_old needed before it. Not for
     20-Entropy and STAPO (their keep masks use pi_old's entropies and probabilities) nor DS-GRPO's 'reward'
     form (the DS term is centred over each group, which a micro-batch may split); DS-GRPO's 'seq' and 'token'
-    forms are row by row (loss.ds_advantage), and ICT's uniqueness has a pass of its own anyway."""
+    forms are row by row (loss.ds_advantage), and ICT's uniqueness has a pass of its own anyway. (The rollout's
+    pass runs in eval mode, the training pass in train mode: the same numbers for models without dropout, as
+    every model here; with dropout on, pi_old's separate pass would not match the training pass either.)"""
     return passes == 1 and algo not in ("20-entropy", "stapo") and not (algo == "ds-grpo" and ds_form == "reward")
 
 
@@ -35,12 +37,11 @@ def micro_batches(mask, attention_mask, n_prompt, size, trim=True):
     if not trim:
         return [(rows, 0, T_all) for rows in torch.arange(B, device=mask.device).split(size)]
     lengths = mask.sum(-1).long()  # (B,) response tokens, EOS included
-    out = []
-    for rows in lengths.argsort(descending=True, stable=True).split(size):
-        used = attention_mask[rows, :n_prompt].any(0)  # (P,) prompt columns that are not padding in every row
-        first = int(used.long().argmax()) if used.any() else 0
-        out.append((rows, first, max(1, int(lengths[rows].max()))))
-    return out
+    starts = attention_mask[:, :n_prompt].long().argmax(-1)  # (B,) each prompt's first column (left padding)
+    order = lengths.argsort(descending=True, stable=True)
+    rows_of, length, start = order.tolist(), lengths.tolist(), starts.tolist()  # one wait for the device
+    return [(order[i:i + size], min(start[r] for r in rows_of[i:i + size]),
+             max(1, max(length[r] for r in rows_of[i:i + size]))) for i in range(0, B, size)]
 
 
 def update(trained, policy, optimizer, input_ids, attention_mask, n_prompt, mask, micro_loss, *, passes=1,
