@@ -8,6 +8,8 @@ import textwrap
 
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--warmstart_steps=30", "--max_steps=2", "--prompts_per_step=4", "--group_size=3",
@@ -24,9 +26,12 @@ def torchrun(script, *args):
     return p
 
 
-def test_torchrun_train_two_ranks_stay_identical(tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--reuse_max=3", "--dgg_window=2", "--dgg_tau=0.0"]], ids=["plain", "dgg"])
+def test_torchrun_train_two_ranks_stay_identical(tmp_path, extra):
+    # with DGG the gate reads the all-reduced gradient, the same on both ranks: they decide alike, or their
+    # parameters would part (one stepping, the other not)
     out = str(tmp_path / "run")
-    torchrun("train.py", f"--out_dir={out}", "--algo=ds-grpo", *TINY)
+    torchrun("train.py", f"--out_dir={out}", "--algo=ds-grpo", *TINY, *extra)
     final = json.load(open(os.path.join(out, "final_eval.json")))
     assert final["world_size"] == 2
     assert final["ddp_max_param_diff"] == 0.0  # both ranks end with bit-identical parameters
@@ -36,6 +41,7 @@ def test_torchrun_train_two_ranks_stay_identical(tmp_path):
     assert [r["step"] for r in steps] == [1, 2]  # rank 0 alone logs
     assert all(0 <= r["accuracy"] <= 1 and r["entropy"] > 0 for r in steps)
     assert os.path.exists(os.path.join(out, "ckpt", "model.safetensors"))
+    assert all(1 <= r["passes"] <= (3 if extra else 1) and ("dgg_z" in r) == bool(extra) for r in steps)
 
 
 @pytest.mark.parametrize("parallelism", ["ddp", "fsdp"])
@@ -49,10 +55,6 @@ def test_torchrun_resume_gives_each_rank_its_own_sampling_stream(tmp_path, paral
     torchrun("train.py", f"--out_dir={straight}", *TINY, *no_eval)
     torchrun("train.py", f"--out_dir={stopped}", *TINY, *no_eval, "--max_steps=1")
     torchrun("train.py", f"--out_dir={stopped}", "--init_from=resume", "--max_steps=2")
-    from safetensors import safe_open
-    keys = [set(safe_open(os.path.join(out, d, "model.safetensors"), "pt").keys())
-            for out, d in ((straight, "warmstart_countdown"), (stopped, "ckpt"))]
-    assert keys[0] == keys[1]  # a plain save_pretrained checkpoint, the tied LM head written once
 
     def step2(out):
         with open(os.path.join(out, "metrics.jsonl")) as f:
@@ -60,6 +62,32 @@ def test_torchrun_resume_gives_each_rank_its_own_sampling_stream(tmp_path, paral
     a, b = step2(straight), step2(stopped)
     for key in ("reward", "entropy", "response_len", "loss", "grad_norm"):
         assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-9), key
+    keys = [set(safe_open(os.path.join(out, d, "model.safetensors"), "pt").keys())
+            for out, d in ((straight, "warmstart_countdown"), (stopped, "ckpt"))]
+    assert keys[0] == keys[1]  # a plain save_pretrained checkpoint, the tied LM head written once
+    # the weights after step 2 depend on AdamW's state after step 1: restored, they are the same
+    a, b = (load_file(os.path.join(out, "ckpt", "model.safetensors")) for out in (straight, stopped))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_fsdp_with_lora_trains_as_ddp_does(tmp_path):
+    # the same run (LoRA adapters on the tiny model) with the model sharded (FSDP2) and replicated (DDP): the
+    # same metrics, and the same adapter in the checkpoint, gathered whole from the shards on rank 0
+    lora = ["--lora_rank=4", "--lora_alpha=8", "--lr=1e-2", "--eval_interval=100"]
+    runs = {p: str(tmp_path / p) for p in ("ddp", "fsdp")}
+    for p, out in runs.items():
+        torchrun("train.py", f"--out_dir={out}", *TINY, *lora, f"--parallelism={p}")
+    recs = {}
+    for p, out in runs.items():
+        with open(os.path.join(out, "metrics.jsonl")) as f:
+            recs[p] = [r for r in map(json.loads, f) if "step" in r]
+    for a, b in zip(recs["ddp"], recs["fsdp"]):
+        for key in ("reward", "entropy", "loss", "grad_norm", "response_len"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5), key
+    a, b = (load_file(os.path.join(out, "ckpt", "adapter_model.safetensors")) for out in runs.values())
+    assert a.keys() == b.keys() and any("lora_B" in k and v.abs().sum() > 0 for k, v in a.items())
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
 
 
 # A loss that is not finite on one rank only: that rank must not leave alone, or the other waits for it in
