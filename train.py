@@ -9,7 +9,8 @@ DS-GRPO, GRPO and the baselines on Countdown (or math), in one readable loop.
 Each step: sample `prompts_per_step` training problems, draw `group_size` responses per prompt
 (rollout.py), score them (reward.py), turn rewards into per-token advantages (loss.py; DS-GRPO adds
 the DS-Eq.6 term) and per-token weights (the token-selection methods keep only some tokens), then take
-`ppo_epochs` optimizer steps on the clipped surrogate (plus -/+ c H for the entropy baselines).
+`ppo_epochs` optimizer steps on the clipped surrogate (plus -/+ c H for the entropy baselines; update.py), or
+with DGG up to `reuse_max`, the passes after the first gated on the LM head's gradient (gate.py).
 
 What is simplified, and why:
 - Rollouts are our own short decode loop around the HF forward (rollout.py), not vLLM: fewer moving parts.

@@ -217,6 +217,7 @@ def test_bad_config_is_a_one_line_error(tmp_path, arg, message):
     ("--dgg_signal=norm", "dgg_signal must be 'energy' or 'delta'"),
     ("--dgg_window=1", "dgg_window must be >= 2"),
     ("--reuse_max=4 --ppo_epochs=2", "reuse_max must be 1 when ppo_epochs > 1"),
+    ("--reuse_max=4 --lora_rank=8", "or with LoRA (DGG watches the LM head's gradient, and LoRA freezes it)"),
 ])
 def test_a_value_out_of_range_is_one_line_and_nothing_is_written(tmp_path, arg, message):
     # a finished run's directory: a bad value must not touch it (no warm start, no checkpoint, no result)
