@@ -79,8 +79,10 @@ def whole(trained):
     """FSDP: every parameter gathered on every rank for a rollout or evaluation (no per-layer all-gather at
     each decode step, and no collective at all inside, so ranks may run different numbers of forwards);
     sharded again after. Nothing to do for DDP or one process."""
-    from torch.distributed.fsdp import FSDPModule
-    parts = [m for m in trained.modules() if isinstance(m, FSDPModule)]
+    parts = []
+    if dist.is_available() and dist.is_initialized():
+        from torch.distributed.fsdp import FSDPModule
+        parts = [m for m in trained.modules() if isinstance(m, FSDPModule)]
     for m in parts:
         m.unshard()
         m.set_reshard_after_forward(False, recurse=False)
