@@ -5,7 +5,11 @@ in one run
      attention mask, default top-k 50), same prompts: ms per decode step, tokens/s, the ratio;
   2. training: response log-probs + loss + backward over the rollout batch: tokens/s and MFU;
   3. one full GRPO step: rollout + reward + old log-probs + loss + backward + AdamW step, in seconds;
-  4. peak GPU memory, and the one-time warm-up / compile cost, reported separately.
+  4. peak GPU memory, and the one-time warm-up / compile cost, reported separately;
+  5. (ablate) before / after ratios, in the same run, of the speed-ups of issue 14: the pi_old pass skipped
+     (ppo_epochs = 1), micro-batches sorted by response length and cut to their longest response
+     (update.py; responses of lengths uniform in 1..new_tokens, as a random model writes no EOS), and
+     the decode loop looking for the end every DONE_CHECK_EVERY steps instead of every step.
 
   python bench.py                                   # tiny shape, CPU ok
   python bench.py --shape=qwen2.5-0.5b              # on a GPU: 32 prompts x G=8, 128 + 256 tokens, bf16
@@ -23,6 +27,9 @@ import torch
 from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
 import loss
+import parallel
+import rollout
+import update
 from configurator import configure
 from model import char_tokenizer, response_logprobs, tiny_model
 from rollout import generate, response_mask_from
@@ -38,6 +45,7 @@ gradient_checkpointing = True  # for the qwen shapes (the tiny model does not ne
 compile = torch.cuda.is_available()  # compiled decode step (CUDA graphs); off on CPU: the compile is slow there
 baseline = True  # also time plain HF generate (slow: one call at the qwen shapes is ~20 s on an H100)
 iters = 3  # timed repetitions, after one warm-up
+ablate = True  # also the before / after ratios of the pi_old skip, sorted micro-batches, the decode end check
 out = "out/bench.json"
 device = "cuda" if torch.cuda.is_available() else "cpu"
 configure(globals(), sys.argv[1:])
@@ -136,6 +144,24 @@ def grpo_step(optimizer=None):
     model.zero_grad(set_to_none=True)
 
 
+def update_part(old_pass, trim):
+    """train.py's step 3-4 on a fixed batch of varied lengths: the pi_old pass (or not: skip_old_logp), then one
+    optimizer pass of update.update (trim: sorted, cut micro-batches; else in order, uncut)."""
+    with torch.no_grad(), ctx:
+        old = response_logprobs(model, v_ids, v_att, prompt_len, 1.0, micro_batch_size)[0] if old_pass else None
+
+    def micro_loss(rows, T, logp, entropy):
+        o = logp.detach() if old is None else old[rows, :T]
+        return loss.policy_loss(logp, o, v_adv[rows, :T], v_mask[rows, :T], v_denom), torch.zeros(3, device=device)
+    update.update(trained, model, sgd, v_ids, v_att, prompt_len, v_mask, micro_loss, micro_batch_size=micro_batch_size,
+                  ctx=ctx, trim=trim)
+
+
+def ours_every(n):  # the rollout with the end check every n decode steps
+    rollout.DONE_CHECK_EVERY = n
+    return ours()
+
+
 # ----------------------------------------------------------------------------- run
 name = torch.cuda.get_device_name() if cuda else f"CPU ({torch.get_num_threads()} threads)"
 print(f"{shape}: {n_params / 1e6:.1f}M params on {name}; {prompts} prompts x G={group_size}, "
@@ -159,6 +185,26 @@ res.update(train_s=t, train_tok_s=train_tokens / t, mfu=flops_per_token * train_
 optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
 warm, t = timed(lambda: grpo_step(optimizer))
 res.update(grpo_step_warmup_s=warm, grpo_step_s=t)
+if ablate:
+    model.train()
+    lengths = torch.randint(1, new_tokens + 1, (N, 1), device=device)
+    v_mask = (torch.arange(new_tokens, device=device) < lengths).float()  # (N, T) varied lengths
+    v_ids = torch.cat([prompt_ids.repeat_interleave(group_size, 0), fixed_response.masked_fill(v_mask == 0, PAD)], 1)
+    v_att = torch.cat([prompt_mask.repeat_interleave(group_size, 0), v_mask.long()], 1)
+    v_adv = torch.randn(N, 1, device=device) * v_mask
+    v_denom = loss.normaliser(v_mask, "token-mean")
+    trained, sgd = parallel.wrap(model, None, device), torch.optim.SGD(model.parameters(), lr=0.0)  # moves nothing
+    t = {(old_pass, trim): timed(lambda: update_part(old_pass, trim))[1] for old_pass, trim in
+         ((True, False), (False, False), (False, True))}
+    res.update(update_before_s=t[True, False], update_after_s=t[False, True],
+               skip_old_logp_speedup=t[True, False] / t[False, False],
+               sort_trim_speedup=t[False, False] / t[False, True], update_speedup=t[True, False] / t[False, True])
+    model.eval()
+    with torch.no_grad():
+        every = rollout.DONE_CHECK_EVERY
+        t1, t8 = timed(lambda: ours_every(1))[1], timed(lambda: ours_every(every))[1]
+        rollout.DONE_CHECK_EVERY = every
+    res.update(decode_check_every=every, decode_check_speedup=t1 / t8)
 if cuda:
     res["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2 ** 30
 
@@ -170,6 +216,14 @@ rows += [("train log-probs+loss+backward: tokens/s", res["train_tok_s"]),
          ("train MFU", res["mfu"] if res["mfu"] is not None else "n/a (no GPU peak known)"),
          ("full GRPO step: s", res["grpo_step_s"]), ("one-time warm-up, ours rollout (incl. compile): s", res["ours_warmup_s"]),
          ("one-time warm-up, full step: s", res["grpo_step_warmup_s"])]
+if ablate:
+    rows += [("update, before (pi_old pass, plain micro-batches): s", res["update_before_s"]),
+             ("update, after (no pi_old pass, sorted + cut): s", res["update_after_s"]),
+             ("  speed-up, pi_old pass skipped", res["skip_old_logp_speedup"]),
+             ("  speed-up, sorted + cut micro-batches", res["sort_trim_speedup"]),
+             ("  speed-up, both", res["update_speedup"]),
+             (f"rollout speed-up, end check every {res['decode_check_every']} vs 1 step",
+              res["decode_check_speedup"])]
 if cuda:
     rows.append(("peak GPU memory: GiB", res["peak_memory_gib"]))
 for label, v in rows:

@@ -48,12 +48,13 @@ def saved_settings(state, argv):
     return {k: v for k, v in state["config"].items() if k not in keep}
 
 
-def save_checkpoint(ckpt_dir, model, tokenizer, state):
+def save_checkpoint(ckpt_dir, model, tokenizer, state, weights=None):
     """save_pretrained (with LoRA, the adapter only) + state.pt, written to a temp dir and swapped in with
-    renames, so a run killed at any moment leaves the previous complete checkpoint (or the new one)."""
+    renames, so a run killed at any moment leaves the previous complete checkpoint (or the new one).
+    weights: the model's full state dict when the model itself holds only shards (FSDP, parallel.full_state)."""
     tmp, old = ckpt_dir + ".tmp", ckpt_dir + ".old"
     shutil.rmtree(tmp, ignore_errors=True)
-    save_policy(model, tokenizer, tmp)
+    save_policy(model, tokenizer, tmp, weights)
     torch.save(state, os.path.join(tmp, "state.pt"))
     if os.path.exists(ckpt_dir):
         os.replace(ckpt_dir, old)

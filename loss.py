@@ -62,13 +62,22 @@ def advantages(algo, rewards, correct, old_logp, mask, G, alpha=0.0, beta=0.0, d
         r_ds = rewards + ds_term(correct, seq_logprob(old_logp, mask), alpha, beta)  # DS-Eq.4 with pi_old
         return group_advantages(r_ds, G, scale_std)[:, None] * mask  # centred in the group (the authors: no std)
     adv = group_advantages(rewards, G, scale_std)[:, None] * mask  # (B, T), GRPO
-    if algo == "ds-grpo" and ds_form == "seq":
-        adv = adv + ds_term(correct, seq_logprob(old_logp, mask), alpha, beta)[:, None] * mask  # DS-Eq.6
-    elif algo == "ds-grpo" and ds_form == "token":
-        adv = adv + ds_term(correct[:, None], old_logp.detach(), alpha, beta) * mask  # DS-Eq.6 per token
-    elif algo == "ds-grpo":
-        raise ValueError(f"ds_form must be 'seq', 'token' or 'reward', got {ds_form!r}")
+    if old_logp is not None:
+        adv = adv + ds_advantage(algo, correct, old_logp, mask, alpha, beta, ds_form)
     return adv
+
+
+def ds_advantage(algo, correct, old_logp, mask, alpha, beta, ds_form="seq"):
+    """DS-Eq.6's term of the advantage (B, T) in the 'seq' or 'token' form; 0 for any other algo. Each row's
+    term depends on that row alone, so it can be computed a micro-batch at a time: advantages(old_logp=None)
+    leaves it out, and train.py adds it from the training pass's own log-probs when that pass is pi_old."""
+    if algo != "ds-grpo":
+        return torch.zeros_like(mask)
+    if ds_form == "seq":
+        return ds_term(correct, seq_logprob(old_logp, mask), alpha, beta)[:, None] * mask  # DS-Eq.6
+    if ds_form == "token":
+        return ds_term(correct[:, None], old_logp.detach(), alpha, beta) * mask  # DS-Eq.6 per token
+    raise ValueError(f"ds_form must be 'seq', 'token' or 'reward', got {ds_form!r}")
 
 
 def group_composition(correct, G):

@@ -94,16 +94,17 @@ def add_lora(model, rank, alpha, target_modules="all-linear", adapter_dir=None, 
         raise SystemExit(f"lora_target_modules={target_modules!r}: {str(e).splitlines()[0]}")
 
 
-def save_policy(model, tokenizer, path):
-    """save_pretrained of the model (or, with LoRA adapters, of the adapter only) and the tokenizer."""
+def save_policy(model, tokenizer, path, state_dict=None):
+    """save_pretrained of the model (or, with LoRA adapters, of the adapter only) and the tokenizer.
+    state_dict: the weights to write instead of the model's own (FSDP: gathered whole from the shards)."""
     if hasattr(model, "peft_config"):  # set by peft on the model it injected adapters into
         from peft import get_peft_model_state_dict
         from safetensors.torch import save_file
         model.peft_config["default"].save_pretrained(path)  # adapter_config.json
-        weights = {PEFT_PREFIX + k: v.contiguous() for k, v in get_peft_model_state_dict(model).items()}
+        weights = {PEFT_PREFIX + k: v.contiguous() for k, v in get_peft_model_state_dict(model, state_dict).items()}
         save_file(weights, os.path.join(path, "adapter_model.safetensors"))
     else:
-        model.save_pretrained(path)
+        model.save_pretrained(path, state_dict=state_dict)
     tokenizer.save_pretrained(path)
 LOGPROB_TOL = 1e-3  # float32 on one input: the two paths agree to ~1e-6 where they compute the same thing
 
@@ -132,7 +133,9 @@ MAX_LOGITS_PER_CHUNK = 2 ** 25  # float32 logits held at once: 128 MiB, whatever
 
 def _logits(hidden, lm_head, temperature):
     """float32 logits / temperature with autocast off: a bf16 LM head would round logits of ~20-30 by
-    ~0.1, and differently in the rollout and the training pass (different batch shapes)."""
+    ~0.1, and differently in the rollout and the training pass (different batch shapes). Kept float32 on
+    purpose until a GPU measures what a bf16 head would gain (speed, memory) against that rounding (README:
+    Performance); no GPU was available to decide it."""
     with torch.autocast(hidden.device.type, enabled=False):
         return F.linear(hidden.float(), lm_head.weight.float(),
                         None if lm_head.bias is None else lm_head.bias.float()) / temperature

@@ -25,8 +25,8 @@ class Rollout:
     input_ids: torch.Tensor  # (B*G, P+T) left-padded prompt followed by the response
     attention_mask: torch.Tensor  # (B*G, P+T) 1 on real prompt tokens and on response tokens
     response_mask: torch.Tensor  # (B*G, T) 1 on response tokens up to and including EOS
-    old_logp: torch.Tensor  # (B*G, T) log pi_old(y_t), at the sampling temperature
-    entropy: torch.Tensor  # (B*G, T) entropy of pi_old(. | y_<t), at the sampling temperature
+    old_logp: torch.Tensor  # (B*G, T) log pi_old(y_t), at the sampling temperature (None: logprobs=False)
+    entropy: torch.Tensor  # (B*G, T) entropy of pi_old(. | y_<t), at the sampling temperature (idem)
     truncated: torch.Tensor  # (B*G,) bool: no EOS within max_new_tokens
     texts: list  # B*G decoded responses, special tokens removed
     n_prompt: int  # P, the padded prompt length
@@ -116,6 +116,20 @@ def _static_cache(model, N, length, kv_dtype, keep):
     return cache[1]
 
 
+DONE_CHECK_EVERY = 8  # decode steps between two looks (host syncs) at whether every row has ended
+
+
+def _rng_state(device):  # the generator multinomial draws from on this device (host-side on a GPU: no sync)
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
+
+
+def _set_rng_state(device, state):
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state, device)
+    else:
+        torch.set_rng_state(state)
+
+
 @torch.no_grad()
 def generate(model, input_ids, attention_mask, G, max_new_tokens, temperature, eos_ids, pad_id, compile=False):
     """input_ids, attention_mask (B, P): left-padded prompts. Returns (B*G, T) sampled ids, T <=
@@ -153,12 +167,24 @@ def generate(model, input_ids, attention_mask, G, max_new_tokens, temperature, e
 
     out = torch.full((N, max_new_tokens), pad_id, dtype=torch.long, device=device)
     done = torch.zeros(N, dtype=torch.bool, device=device)
+    ended = torch.full((), max_new_tokens - 1, device=device)  # the step at which every row had ended
+    rng = []  # the generator's state before each step since the last check
     for t in range(max_new_tokens):
+        rng.append(_rng_state(device))
         tok = next_token(hidden).masked_fill(done, pad_id)  # (N,)
         out[:, t] = tok
         done |= torch.isin(tok, eos)
-        if t + 1 == max_new_tokens or done.all():
-            return out[:, :t + 1]
+        ended = torch.where(done.all() & (ended > t), t, ended)  # on the device: no host sync
+        # Reading `ended` waits for the device, so only every DONE_CHECK_EVERY steps: up to that many - 1
+        # steps may run after the last row ended, drawing only pads; the generator is then put back to
+        # where it stood after the last step needed, so what is drawn next is what it always was.
+        if t + 1 == max_new_tokens or (t + 1) % DONE_CHECK_EVERY == 0:
+            e = int(ended)  # <= t: every row has ended (always so at the last step)
+            if e < t:
+                _set_rng_state(device, rng[e + 1 - (t + 1 - len(rng))])  # the state before step e + 1
+            if e <= t:
+                return out[:, :e + 1]
+            rng.clear()
         mask[:, P + t] = 1
         pos = pos + 1
         if compile:  # the previous step's output (CUDA graph memory) is dead: it was used by next_token
@@ -169,12 +195,14 @@ def generate(model, input_ids, attention_mask, G, max_new_tokens, temperature, e
 
 @torch.no_grad()
 def rollout(model, tokenizer, prompts, G, max_new_tokens, temperature=1.0, logprob_batch_size=None,
-            compile=False):
+            compile=False, logprobs=True):
     """Samples G responses for each of the B prompts; responses of prompt b are rows b*G..b*G+G-1,
     so a group is contiguous. Pure sampling from softmax(logits / temperature), so old_logp is the
     true probability of what was sampled; temperature=0 is greedy decoding, whose old_logp and entropy
     are those of softmax(logits) (T = 1: the greedy point mass would give log-prob 0 and entropy 0,
-    which say nothing). logprob_batch_size bounds the rows of the log-prob pass; compile: see generate."""
+    which say nothing). logprob_batch_size bounds the rows of the log-prob pass; compile: see generate.
+    logprobs=False skips that pass (old_logp and entropy None): train.py's on-policy update takes pi_old's
+    log-probs from its own training pass instead (train.py, skip_old_logp)."""
     device = next(model.parameters()).device
     # A chat-templated prompt (tasks.prompt) holds its special tokens already; plain text gets those the
     # tokenizer adds itself: the BOS that Llama, Mistral and Gemma base checkpoints expect (none for
@@ -193,9 +221,11 @@ def rollout(model, tokenizer, prompts, G, max_new_tokens, temperature=1.0, logpr
     response_ids = response_ids.masked_fill(response_mask == 0, tokenizer.pad_token_id)
     input_ids = torch.cat([enc.input_ids.repeat_interleave(G, 0), response_ids], 1)
     attention_mask = torch.cat([enc.attention_mask.repeat_interleave(G, 0), response_mask], 1)
-    old_logp, entropy = response_logprobs(model, input_ids, attention_mask, n_prompt, temperature or 1.0,
-                                          logprob_batch_size)
+    old_logp = entropy = None
+    if logprobs:
+        old_logp, entropy = response_logprobs(model, input_ids, attention_mask, n_prompt, temperature or 1.0,
+                                              logprob_batch_size)
+        old_logp, entropy = old_logp * response_mask, entropy * response_mask
     model.train(was_training)
     texts = tokenizer.batch_decode(response_ids, skip_special_tokens=True)
-    return Rollout(input_ids, attention_mask, response_mask, old_logp * response_mask,
-                   entropy * response_mask, truncated, texts, n_prompt)
+    return Rollout(input_ids, attention_mask, response_mask, old_logp, entropy, truncated, texts, n_prompt)

@@ -9,17 +9,17 @@ DS-GRPO, GRPO and the baselines on Countdown (or math), in one readable loop.
 Each step: sample `prompts_per_step` training problems, draw `group_size` responses per prompt
 (rollout.py), score them (reward.py), turn rewards into per-token advantages (loss.py; DS-GRPO adds
 the DS-Eq.6 term) and per-token weights (the token-selection methods keep only some tokens), then take
-`ppo_epochs` optimizer steps on the clipped surrogate (plus -/+ c H for the entropy baselines).
+`ppo_epochs` optimizer steps on the clipped surrogate (plus -/+ c H for the entropy baselines; update.py), or
+with DGG up to `reuse_max`, the passes after the first gated on the LM head's gradient (gate.py).
 
 What is simplified, and why:
-- Rollouts are our own short decode loop around the HF forward (rollout.py), not vLLM: fewer moving
-  parts. Data parallelism is torchrun + gradient all-reduces once per optimizer step (each rank owns whole
-  groups, so advantages are exact); no FSDP, so the model must fit on one GPU.
-- Under torchrun, 20-Entropy's batch quantile and STAPO's tau_h are over each rank's share of the
-  batch, not the global batch (everything else, including the loss normaliser, is global).
-- The sampling policy pi_old is the policy at the start of the step (fully on-policy), and its
-  log-probs are recomputed with a forward pass instead of taken from generate's scores, so the
-  training and sampling numerics match and the (B, T, V) scores are never stored.
+- Rollouts are our own short decode loop around the HF forward (rollout.py), not vLLM: fewer moving parts.
+  Data parallelism is torchrun + DDP, or FSDP2 for a model whose AdamW states do not fit one GPU (parallel.py);
+  each rank owns whole groups, so advantages are exact. 20-Entropy's batch quantile and STAPO's tau_h are
+  over each rank's share of the batch (everything else, the loss normaliser included, is global).
+- The sampling policy pi_old is the policy at the start of the step (fully on-policy); its log-probs are
+  recomputed by a forward pass, not taken from generate's scores, so training and sampling numerics match
+  (with one update and a method that needs nothing of pi_old before it, that pass is the training pass).
 - Each of the `ppo_epochs` updates uses the whole rollout batch (accumulated over micro-batches),
   rather than shuffled mini-batches: with the default of 1 this is exact on-policy GRPO.
 - The embedded default is a 0.9M-parameter character-level model, warm-started by supervised
@@ -38,9 +38,11 @@ from tqdm import tqdm
 import checkpoint
 import countdown
 import dasd
+import gate
 import loss
 import parallel
 import tasks
+import update
 from configurator import configure
 from eval import evaluate, format_start_vs_final, format_table, merge_results
 from model import add_lora, load_policy, response_logprobs
@@ -96,6 +98,12 @@ weight_decay = 0.0
 grad_clip = 1.0  # 0 = no clipping
 ppo_epochs = 1  # optimizer steps per rollout batch; 1 = on-policy, the ratio is 1
 micro_batch_size = 128  # responses per forward/backward (gradient accumulation over the batch)
+sort_micro_batches = True  # micro-batches of similar-length responses, padding columns cut (update.py)
+skip_old_logp = True  # ppo_epochs = 1: pi_old's log-probs are the training pass's own, no extra forward (where exact)
+reuse_max = 1  # DGG (gate.py): up to this many optimizer passes per rollout batch, gated; 1 = off
+dgg_tau = 0.5  # DGG: a reuse pass whose LM-head gradient z-score exceeds this is dropped, and the batch with it
+dgg_window = 20  # DGG: optimizer passes in the running mean / std of the watched signal
+dgg_signal = "energy"  # DGG: z-score of g = ||grad LM head||^2 ('energy') or of its change ('delta')
 eps_low = 0.2
 eps_high = 0.2  # > eps_low is DAPO's clip-higher
 agg = "token-mean"  # 'token-mean', 'seq-mean' or 'constant' (/ n_seq * max_new_tokens: Dr.GRPO as published)
@@ -116,6 +124,7 @@ lora_rank = 0  # > 0: train LoRA adapters of this rank instead of every weight (
 lora_alpha = 32  # the adapters' output is scaled by lora_alpha / lora_rank
 lora_target_modules = "all-linear"  # every linear layer but the LM head, or names: 'q_proj,k_proj,v_proj,o_proj'
 compile = False  # torch.compile the rollout's decode step (CUDA graphs on a GPU; one-time cost, see bench.py)
+parallelism = "ddp"  # under torchrun: 'ddp' (a full copy per GPU) or 'fsdp' (sharded, parallel.py)
 config = configure(globals(), sys.argv[1:])
 state = None  # what a resumed run restores: step, optimizer, RNG, its config
 if init_from == "resume":  # a resumed run keeps its own settings, except those given again on the command line
@@ -136,6 +145,11 @@ RANGES = [  # (key, in range, the range): checked before anything is written, so
     ("ds_form", ds_form in ("seq", "token", "reward"), "'seq', 'token' or 'reward'"),
     ("agg", agg in loss.AGGS, f"one of {loss.AGGS}"),
     ("eval_split", eval_split in ("test", "val"), "'test' or 'val'"),
+    ("parallelism", parallelism in ("ddp", "fsdp"), "'ddp' or 'fsdp'"),
+    ("dgg_signal", dgg_signal in ("energy", "delta"), "'energy' or 'delta'"),
+    ("dgg_window", dgg_window >= 2, ">= 2 (a standard deviation)"),
+    ("reuse_max", reuse_max == 1 or (ppo_epochs == 1 and not lora_rank), "1 when ppo_epochs > 1 (both set the "
+     "passes per batch) or with LoRA (DGG watches the LM head's gradient, and LoRA freezes it)"),
     ("cd_target", cd_target in ("uniform", "weighted"), "'uniform' or 'weighted'"),
     ("temperature", 0 < temperature < INF, "> 0 (eval.py takes 0 for greedy decoding)"),
     ("lr", 0 < lr < INF, "> 0"),
@@ -144,7 +158,7 @@ RANGES = [  # (key, in range, the range): checked before anything is written, so
     ("group_size", group_size >= 2, ">= 2 (group-relative advantages)"),
     *((k, globals()[k] >= 1, ">= 1") for k in ("prompts_per_step", "micro_batch_size", "max_new_tokens", "eval_n",
                                               "final_eval_n", "eval_batch_rows", "eval_problems", "n_problems",
-                                              "ppo_epochs")),
+                                              "ppo_epochs", "reuse_max")),
     *((k, max_steps == 0 or globals()[k] >= 1, ">= 1") for k in ("eval_interval", "ckpt_interval", "log_interval")),
     *((k, 0 <= globals()[k] < INF, ">= 0") for k in ("alpha", "beta", "kl_coef", "entropy_coef", "weight_decay",
                                                     "grad_clip", "eps_high")),
@@ -215,10 +229,14 @@ if kl_coef > 0:  # the frozen reference is the policy RL started from
     ref_model, _ = load_policy(state["ref_source"] if state else policy_source, device)
     ref_model.requires_grad_(False).eval()
 torch.manual_seed(seed + rank)  # after the warm start and loading: samples depend on `seed` alone
+fsdp = ddp and parallelism == "fsdp"
+trained = parallel.wrap(model, parallelism if ddp else None, device)  # the update's forward: DDP, FSDP or plain
 betas = (0.9, 0.99)
 optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=betas)
+dgg_state = (state or {}).get("dgg") or gate.new_state()  # DGG's window of recent passes, kept in checkpoints
+on_policy = skip_old_logp and update.pi_old_is_the_update(algo, ds_form, max(ppo_epochs, reuse_max))
 if state:
-    optimizer.load_state_dict(state["optimizer"])
+    parallel.load_optimizer(model, optimizer, state["optimizer"], fsdp)
     for group in optimizer.param_groups:  # the saved hyperparameters would otherwise win over this run's
         group.update(lr=lr, weight_decay=weight_decay, betas=betas)
     start_step = state["step"]
@@ -241,7 +259,7 @@ def log_json(record):
 def run_eval(step, n):
     """Each rank evaluates every world-th problem; the per-problem counts are gathered and merged."""
     t0 = time.time()
-    with ctx:
+    with ctx, parallel.whole(trained):
         res = evaluate(model, tokenizer, task, eval_set[rank::world], n, temperature, max_new_tokens, template,
                        eval_batch_rows, compile=compile, logprob_batch_size=micro_batch_size)
     if ddp:
@@ -263,8 +281,9 @@ for step in bar:
     batch = rng.sample(train_set, prompts_per_step)  # the global batch; this rank's share of whole groups:
     batch = batch[rank * prompts_per_step // world:(rank + 1) * prompts_per_step // world]
     prompts = [tasks.prompt(task, p, template, tokenizer) for p in batch]
-    with ctx:
-        ro = rollout(model, tokenizer, prompts, group_size, max_new_tokens, temperature, micro_batch_size, compile)
+    with ctx, parallel.whole(trained):  # on_policy: no pi_old pass, ro.old_logp / ro.entropy come from step 4
+        ro = rollout(model, tokenizer, prompts, group_size, max_new_tokens, temperature, micro_batch_size, compile,
+                     logprobs=not on_policy)
     t1 = time.time()
 
     # 2. reward: r_i in {0, FORMAT_SCORE, 1} (Countdown) or {0, 1} (math); "correct" means r_i = 1
@@ -273,15 +292,15 @@ for step in bar:
     correct = (rewards == 1.0).float()  # (B,)
     t2 = time.time()
 
-    # 3. advantages (B, T), the tokens that learn (weight, a keep mask for the token-selection methods,
-    #    from the rollout-time pi_old = the current policy), the batch-level normaliser, the reference log-probs
+    # 3. advantages (B, T) (on_policy: DS-Eq.6's term comes in step 4), the tokens that learn (weight: a keep mask
+    #    for token selection, from the rollout's pi_old), the batch-level normaliser, the reference log-probs
     mask = ro.response_mask.float()  # (B, T)
     adv = loss.advantages(algo, rewards, correct, ro.old_logp, mask, group_size, alpha, beta, ds_form, scale_std)
     dasd_log = {}
     if algo == "dasd":  # the policy shown a reference solution (the teacher) scores the sampled tokens: dasd.py
         t_teacher = time.time()
         hinted = dasd.teacher_prompts(task, batch, template, tokenizer, random.Random(f"{seed}:{step}"))
-        with ctx:
+        with ctx, parallel.whole(trained):
             teacher_logp = dasd.teacher_logprobs(model, tokenizer, hinted, ro, group_size, temperature,
                                                  micro_batch_size)
         adv, delta_bar, omega = loss.dasd_advantages(adv, teacher_logp, ro.old_logp, ro.entropy, mask, dasd_beta,
@@ -290,46 +309,38 @@ for step in bar:
     select = "grpo" if algo == "ict" and step < ict_warmup_steps else algo  # ICT: Theta dense warm-up steps
     u = None  # ICT uniqueness (B, T): needs the full next-token distributions, one more no-grad pass
     if select == "ict":
-        with ctx:
+        with ctx, parallel.whole(trained):
             u = loss.js_uniqueness(model, ro.input_ids, ro.attention_mask, ro.n_prompt, mask, group_size, temperature)
     weight = loss.token_weights(select, mask, ro.entropy, ro.old_logp, adv, correct, u, top_entropy_frac, stapo_q)
     denom = loss.normaliser(weight, agg, ddp, max_new_tokens)  # of the whole global batch (see loss.normaliser)
-    ref_logp = torch.zeros_like(ro.old_logp)
+    ref_logp = torch.zeros_like(mask)
     if ref_model is not None:
         with torch.no_grad(), ctx:
             ref_logp, _ = response_logprobs(ref_model, ro.input_ids, ro.attention_mask, ro.n_prompt, temperature,
                                             micro_batch_size)
 
-    # 4. update: ppo_epochs optimizer steps, each over the whole batch in micro-batches
-    ratio_sums = torch.zeros(3, device=device)  # clipped low / high, KL(pi_old || pi_theta), over all updates
-    for _ in range(ppo_epochs):
-        loss_sum, finite = 0.0, True
-        for idx in torch.arange(len(rewards), device=device).split(micro_batch_size):
-            with ctx:
-                logp, entropy = response_logprobs(model, ro.input_ids[idx], ro.attention_mask[idx], ro.n_prompt,
-                                                  temperature)  # current policy, with grad
-                objective = loss.policy_loss(logp, ro.old_logp[idx], adv[idx], weight[idx], denom, agg, eps_low,
-                                             eps_high, ref_logp[idx], kl_coef)
-                objective = objective + loss.entropy_term(algo, entropy, weight[idx], agg, denom, entropy_coef)
-            ratio_sums += loss.ratio_stats(logp, ro.old_logp[idx], adv[idx], mask[idx], eps_low, eps_high)
-            if not torch.isfinite(objective):
-                finite = False
-                break
-            objective.backward()
-            loss_sum += objective.item()
-        if ddp:  # decided together: a rank that exited alone would leave the others waiting in the all-reduce
-            finite = parallel.all_true(finite, device)
-        if not finite:
-            raise SystemExit(f"step {step}: the loss is not finite{' on some rank' if ddp else ''}; nothing from "
-                             f"this step was saved (last checkpoint: {ckpt_dir}). Try a lower lr or grad_clip.")
-        if ddp:  # each rank's loss is its share of the global-batch loss: the sum is the global gradient
-            parallel.sum_gradients(model)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
-        if not torch.isfinite(grad_norm):
-            raise SystemExit(f"step {step}: the gradient norm is {grad_norm.item()}; nothing from this step was "
-                             f"saved (last checkpoint: {ckpt_dir}). Try a lower lr.")
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    # 4. update (update.py): optimizer passes over the batch in micro-batches, DDP, finite checks, clipping, the
+    #    DGG gate. The loss of one micro-batch: rows `rows`, their first T response tokens; logp, entropy (b, T)
+    if on_policy:  # pi_old is the training pass itself (one update: the same weights), filled in as it goes
+        ro.old_logp, ro.entropy = torch.zeros_like(mask), torch.zeros_like(mask)
+
+    def micro_loss(rows, T, logp, entropy):
+        m, w = mask[rows, :T], weight[rows, :T]
+        if on_policy:  # log pi_old = this pass's log-probs, detached; DS-Eq.6's term from them, row by row
+            ro.old_logp[rows, :T], ro.entropy[rows, :T] = logp.detach() * m, entropy.detach() * m
+            adv[rows, :T] += loss.ds_advantage(algo, correct[rows], ro.old_logp[rows, :T], m, alpha, beta, ds_form)
+        old, a = ro.old_logp[rows, :T], adv[rows, :T]
+        objective = loss.policy_loss(logp, old, a, w, denom, agg, eps_low, eps_high, ref_logp[rows, :T], kl_coef)
+        objective = objective + loss.entropy_term(algo, entropy, w, agg, denom, entropy_coef)
+        return objective, loss.ratio_stats(logp, old, a, m, eps_low, eps_high)
+    try:  # passes: ppo_epochs, or DGG's reuse_max (the two are never both > 1)
+        res = update.update(trained, model, optimizer, ro.input_ids, ro.attention_mask, ro.n_prompt, mask, micro_loss,
+                            passes=max(ppo_epochs, reuse_max), micro_batch_size=micro_batch_size, ctx=ctx,
+                            temperature=temperature, grad_clip=grad_clip, world=world, trim=sort_micro_batches,
+                            dgg=(dgg_state, dgg_tau, dgg_window, dgg_signal) if reuse_max > 1 else None)
+    except FloatingPointError as e:
+        raise SystemExit(f"step {step}: {e}; nothing from this step was saved (last checkpoint: {ckpt_dir}). "
+                         f"Try a lower lr or grad_clip.")
     t3 = time.time()
 
     # 5. metrics. The DS term as it entered the advantage in the configured ds_form (for 'reward': centred in
@@ -337,9 +348,9 @@ for step in bar:
     ds = adv - loss.advantages(algo, rewards, correct, ro.old_logp, mask, group_size, 0.0, 0.0, ds_form, scale_std)
     ds = (ds * mask).sum(-1) / mask.sum(-1).clamp(min=1)  # (B,)
     tok_c, tok_w = mask * correct[:, None], mask * (1 - correct[:, None])  # tokens of correct / wrong responses
-    clip_low, clip_high, kl_old = (ratio_sums / (mask.sum() * ppo_epochs).clamp(min=1)).tolist()
+    clip_low, clip_high, kl_old = (res["ratio_sums"] / (mask.sum() * res["passes"]).clamp(min=1)).tolist()
     record = {
-        "step": step + 1, "loss": loss_sum, "reward": rewards.mean().item(), "accuracy": correct.mean().item(),
+        "step": step + 1, "loss": res["loss"], "reward": rewards.mean().item(), "accuracy": correct.mean().item(),
         "entropy": ((ro.entropy * mask).sum() / mask.sum()).item(),
         "response_len": mask.sum(-1).mean().item(), "truncated": ro.truncated.float().mean().item(),
         "ds_abs": ds.abs().mean().item(), "ds_correct": (ds * correct).sum().item() / max(correct.sum().item(), 1),
@@ -350,11 +361,12 @@ for step in bar:
         "entropy_incorrect": (ro.entropy * tok_w).sum().item() / max(tok_w.sum().item(), 1),
         "clip_low": clip_low, "clip_high": clip_high, "kl_old": kl_old,  # fractions of tokens; mean k3 KL
         "zero_adv_groups": loss.zero_advantage_frac(rewards, group_size).item(),  # all-equal rewards: GRPO A_i = 0
-        "grad_norm": grad_norm.item(), "time_rollout": t1 - t0, "time_reward": t2 - t1, "time_train": t3 - t2,
+        "grad_norm": res["grad_norm"], "time_rollout": t1 - t0, "time_reward": t2 - t1, "time_train": t3 - t2,
         **dasd_log,  # 'dasd': |dbar|, pulled / pushed shares, teacher - student gap, teacher pass time
     }
     if ddp:  # the global batch's figures: mean over ranks (equal shares), the loss summed
         record = parallel.mean_record(record, world, device)
+    record.update(passes=res["passes"], rollouts=(step + 1) * prompts_per_step * group_size, **res["dgg"])
     log_json(record)
     bar.set_postfix(acc=f"{record['accuracy']:.3f}", ent=f"{record['entropy']:.3f}")
     if (step + 1) % log_interval == 0:
@@ -367,14 +379,15 @@ for step in bar:
         run_eval(step + 1, eval_n)
     if (step + 1) % ckpt_interval == 0 or last:
         rank_rng = checkpoint.rng_states(device, ddp, world)  # a collective: every rank takes part
+        weights, optimizer_state = parallel.full_state(model, optimizer, fsdp)  # FSDP: gathered, a collective too
         if master:
             checkpoint.save_checkpoint(ckpt_dir, model, tokenizer, {
-                "step": step + 1, "optimizer": optimizer.state_dict(), "python_rng": rng.getstate(), "rng": rank_rng,
-                "config": config, "ref_source": ref_source})
+                "step": step + 1, "optimizer": optimizer_state, "python_rng": rng.getstate(), "rng": rank_rng,
+                "config": config, "ref_source": ref_source, "dgg": dgg_state}, weights)
 bar.close()
 final = run_eval(max_steps, final_eval_n)
-if ddp:  # the ranks must hold the same parameters: same start, same summed gradients, same update
-    final["ddp_max_param_diff"] = parallel.max_param_diff(model)
+if ddp:  # DDP: the ranks must hold the same parameters (same start, same summed gradients, same update)
+    final.update({} if fsdp else {"ddp_max_param_diff": parallel.max_param_diff(model)})
     parallel.teardown()
 if master:
     start = checkpoint.find_eval(metrics_path, 0, final["n"]) if max_steps else None  # also after a resume

@@ -177,3 +177,24 @@ def test_a_new_kept_cache_when_the_autocast_dtype_changes(tok):
     assert rollout_mod._static_cache(m, 6, 40, torch.bfloat16, keep=True) is bf16
     f32 = rollout_mod._static_cache(m, 6, 40, torch.float32, keep=True)
     assert f32 is not bf16 and m._rollout_cache[1] is f32 and f32.kv_dtype == torch.float32
+
+
+@pytest.mark.parametrize("do_sample", [False, True])
+def test_looking_for_the_end_every_few_steps_changes_nothing(tok, monkeypatch, do_sample):
+    # generate reads whether every row has ended only every DONE_CHECK_EVERY decode steps (each look waits
+    # for the GPU); the steps run past the end draw only pads, and the generator is put back. Against a look
+    # at every step: the same tokens, the same length, and the generator left where it was (what is drawn
+    # next, e.g. the next rollout, is the same). The EOS bias ends every row early, between two looks.
+    m = models(tok, 4.0)["llama"]
+    enc = tok(PROMPTS, return_tensors="pt", padding=True, padding_side="left")
+    runs = []
+    for every in (1, 3, rollout_mod.DONE_CHECK_EVERY):
+        monkeypatch.setattr(rollout_mod, "DONE_CHECK_EVERY", every)
+        torch.manual_seed(12)
+        out = generate(m, enc.input_ids, enc.attention_mask, 4, 40, 1.0 if do_sample else 0, [tok.eos_token_id],
+                       tok.pad_token_id)
+        runs.append((out, torch.rand(8)))  # torch.rand: the next draws of the generator
+    (ref, ref_next), *others = runs
+    assert ref.shape[1] < 40 and ref.shape[1] % rollout_mod.DONE_CHECK_EVERY  # ended between two looks
+    for out, after in others:
+        assert torch.equal(out, ref) and torch.equal(after, ref_next)

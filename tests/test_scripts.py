@@ -68,6 +68,7 @@ def test_bench_tiny(tmp_path):
     stdout = run("bench.py", "--prompts=2", "--group_size=2", "--new_tokens=4", "--iters=1",
                  f"--out={tmp_path}/bench.json")
     res = json.load(open(tmp_path / "bench.json"))
-    for key in ("ours_tok_s", "hf_tok_s", "rollout_speedup", "train_tok_s", "grpo_step_s", "ours_warmup_s"):
+    for key in ("ours_tok_s", "hf_tok_s", "rollout_speedup", "train_tok_s", "grpo_step_s", "ours_warmup_s",
+                "skip_old_logp_speedup", "sort_trim_speedup", "update_speedup", "decode_check_speedup"):
         assert res[key] > 0
     assert "rollout speed-up" in stdout

@@ -212,13 +212,82 @@ def test_bad_config_is_a_one_line_error(tmp_path, arg, message):
     ("--eval_split=train", "eval_split must be 'test' or 'val'"),
     ("--cd_target=easy", "cd_target must be 'uniform' or 'weighted'"),
     ("--cd_min_num=20", "cd_min_num must be in 1..cd_max_num=15"),
+    ("--parallelism=zero3", "parallelism must be 'ddp' or 'fsdp'"),
+    ("--reuse_max=0", "reuse_max must be >= 1"),
+    ("--dgg_signal=norm", "dgg_signal must be 'energy' or 'delta'"),
+    ("--dgg_window=1", "dgg_window must be >= 2"),
+    ("--reuse_max=4 --ppo_epochs=2", "reuse_max must be 1 when ppo_epochs > 1"),
+    ("--reuse_max=4 --lora_rank=8", "or with LoRA (DGG watches the LM head's gradient, and LoRA freezes it)"),
 ])
 def test_a_value_out_of_range_is_one_line_and_nothing_is_written(tmp_path, arg, message):
     # a finished run's directory: a bad value must not touch it (no warm start, no checkpoint, no result)
     out = tmp_path / "run"
     out.mkdir()
     (out / "final_eval.json").write_text('{"pass@k": {"1": 0.5}}')
-    p = run(f"--out_dir={out}", *TINY, arg, check=False)
+    p = run(f"--out_dir={out}", *TINY, *arg.split(), check=False)
     assert p.returncode != 0 and "Traceback" not in p.stderr
     assert message in p.stderr.strip().splitlines()[-1]
     assert os.listdir(out) == ["final_eval.json"] and (out / "final_eval.json").read_text() == '{"pass@k": {"1": 0.5}}'
+
+
+# Saves the gradient of the first optimizer step (as clipping sees it) and how many pi_old passes the rollout
+# had run by then.
+GRAD_SPY = """
+import sys, torch, rollout
+calls, real_logprobs, real_clip = [], rollout.response_logprobs, torch.nn.utils.clip_grad_norm_
+rollout.response_logprobs = lambda *a, **k: calls.append(1) or real_logprobs(*a, **k)
+def spy(params, *a, **k):
+    params = list(params)
+    if sys._getframe(1).f_globals["__name__"] == "update":  # not the warm start's
+        torch.save({{"grads": [p.grad.clone() for p in params], "old_logp_passes": len(calls)}}, {path!r})
+        torch.nn.utils.clip_grad_norm_ = real_clip
+    return real_clip(params, *a, **k)
+torch.nn.utils.clip_grad_norm_ = spy
+"""
+
+
+@pytest.mark.parametrize("algo, form", [("ds-grpo", "seq"), ("ds-grpo", "token"), ("entropy-bonus", "seq")])
+def test_skipping_the_pi_old_pass_gives_the_same_update(tmp_path, algo, form):
+    # ppo_epochs = 1: pi_old is the policy being trained, so its log-probs are the training pass's own,
+    # detached (the ratio is exactly 1), and DS-Eq.6's term, row by row, comes from them: no forward pass of
+    # its own. Same rollouts (the same seed), so the same step: loss, gradient and the pi_old-based metrics.
+    runs = {}
+    for skip in (False, True):
+        out = tmp_path / str(skip)
+        if skip:
+            shutil.copytree(tmp_path / "False" / "warmstart_countdown", out / "warmstart_countdown")
+        run(f"--out_dir={out}", f"--algo={algo}", f"--ds_form={form}", *TINY, "--max_steps=1", "--eval_at_start=False",
+            "--micro_batch_size=2", f"--skip_old_logp={skip}", patch=GRAD_SPY.format(path=str(out / "grads.pt")))
+        runs[skip] = next(r for r in records(out) if r.get("step") == 1), torch.load(out / "grads.pt")
+    (rec, spied), (rec_skip, spied_skip) = runs[False], runs[True]
+    assert spied["old_logp_passes"] == 1 and spied_skip["old_logp_passes"] == 0  # the pass was skipped
+    for a, b in zip(spied_skip["grads"], spied["grads"]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+    for key in ("loss", "grad_norm", "entropy", "entropy_correct", "ds_abs", "ds_correct", "ds_incorrect"):
+        assert rec_skip[key] == pytest.approx(rec[key], rel=1e-5, abs=1e-7), key
+    assert rec_skip["kl_old"] == rec_skip["clip_low"] == rec_skip["clip_high"] == 0  # the ratio is exactly 1
+    assert (rec["ds_abs"] > 0) == (algo == "ds-grpo")
+
+
+def test_dgg_reuses_batches_logs_its_gate_and_resumes_with_the_same_decisions(tmp_path):
+    # DGG: up to 3 optimizer passes per rollout batch; a window of 2 fills during step 1, so from then on a
+    # reuse pass can be gated (tau = 0: whenever its LM-head gradient energy is above the window's mean).
+    # The gate's window is in the checkpoint: a run stopped after step 2 and resumed decides at step 3
+    # exactly as the uninterrupted run (with an empty window its z would be null, its passes 3).
+    dgg = ["--reuse_max=3", "--dgg_window=2", "--dgg_tau=0.0", "--eval_interval=100", "--eval_at_start=False"]
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    run(f"--out_dir={straight}", *TINY, *dgg, "--max_steps=3")
+    shutil.copytree(straight / "warmstart_countdown", stopped / "warmstart_countdown")
+    run(f"--out_dir={stopped}", *TINY, *dgg, "--max_steps=2")
+    run(f"--out_dir={stopped}", "--init_from=resume", "--max_steps=3")
+    steps = [r for r in records(straight) if "step" in r]
+    assert [r["rollouts"] for r in steps] == [6, 12, 18]  # cumulative responses: 2 prompts x G = 3 per step
+    for r in steps:  # passes applied: 3, or fewer when the gate fired (never on the first)
+        assert (1 <= r["passes"] < 3) if r["dgg_fired"] else r["passes"] == 3
+        assert r["dgg_g"] > 0
+    assert steps[-1]["dgg_z"] is not None  # the window was full at step 3
+    a, b = steps[-1], next(r for r in records(stopped) if r.get("step") == 3)
+    for key in ("passes", "dgg_fired", "dgg_g", "dgg_z", "loss", "grad_norm"):
+        assert a[key] == pytest.approx(b[key], rel=1e-6), key
+    state = torch.load(stopped / "ckpt" / "state.pt", weights_only=False)
+    assert len(state["dgg"]["window"]) == 2
