@@ -86,7 +86,7 @@ template = "tiny"  # prompt: 'tiny' (embedded model) or 'instruct' (real models;
 # RL
 algo = "ds-grpo"  # one of ALGOS below: GRPO variants, DS-GRPO, entropy baselines, token selection
 alpha = 1.0  # gamma_p in DS-Eq.6: bonus on correct responses (see README: tiny-model scale)
-beta = 0.1  # gamma_n in DS-Eq.6: penalty on incorrect responses
+beta = 0.0  # gamma_n in DS-Eq.6: penalty on incorrect responses; 0 was chosen on the validation split (README)
 ds_form = "seq"  # where the DS term goes: 'seq' (default), 'token' or 'reward' (see loss.advantages)
 max_steps = 200
 prompts_per_step = 16

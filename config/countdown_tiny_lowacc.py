@@ -11,3 +11,5 @@ cd_min_solutions = 1
 val_problems = 0
 prompts_per_step = 32
 group_size = 8
+alpha = 1.0  # the DS coefficients of its published results (train.py's default beta is now 0)
+beta = 0.1

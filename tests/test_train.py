@@ -11,7 +11,8 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--warmstart_steps=30", "--max_steps=2", "--prompts_per_step=2", "--group_size=3",
         "--n_problems=300", "--eval_problems=3", "--eval_n=2", "--final_eval_n=4", "--max_new_tokens=12",
-        "--eval_interval=1", "--ckpt_interval=1"]
+        "--eval_interval=1", "--ckpt_interval=1",
+        "--beta=0.1"]  # a penalty on incorrect responses too, so DS's term is in every step (the default is 0)
 
 
 def run(*args, check=True, patch=""):
