@@ -94,7 +94,7 @@ def test_two_train_steps_on_random_qwen2(qwen_dir, tmp_path):
     args = [f"--init_from={qwen_dir}", f"--out_dir={out}", "--task=math", "--template=instruct", "--max_steps=2",
             "--prompts_per_step=2", "--group_size=2", "--max_new_tokens=8", "--n_problems=200", "--val_problems=0",
             "--eval_problems=2", "--eval_n=2", "--final_eval_n=2", "--gradient_checkpointing=True",
-            "--kl_coef=0.05", "--micro_batch_size=3"]
+            "--kl_coef=0.05", "--micro_batch_size=3", "--beta=0.1"]  # DS's penalty (the default beta is 0): a step moves the weights even when every response is wrong
     p = subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     steps = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl")) if '"step"' in line]

@@ -22,7 +22,8 @@ from test_hf_path import CHAT_TEMPLATE, qwen_dir  # noqa: F401 (a fixture)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--warmstart_steps=30", "--prompts_per_step=2", "--group_size=3", "--n_problems=300", "--eval_problems=3",
         "--eval_n=2", "--final_eval_n=2", "--max_new_tokens=12", "--eval_interval=100", "--ckpt_interval=1",
-        "--lora_rank=4", "--lora_alpha=8", "--lr=1e-2"]
+        "--lora_rank=4", "--lora_alpha=8", "--lr=1e-2",
+        "--beta=0.1"]  # DS's penalty (the default beta is 0): a step moves the weights even when every response is wrong
 
 
 def run(script, *args, check=True):
@@ -87,7 +88,7 @@ def test_lora_on_random_qwen2_then_merge(qwen_dir, tmp_path):  # noqa: F811
         "--max_steps=2", "--prompts_per_step=2", "--group_size=2", "--max_new_tokens=8", "--n_problems=200", "--val_problems=0",
         "--eval_problems=2", "--eval_n=2", "--final_eval_n=2", "--gradient_checkpointing=True", "--kl_coef=0.05",
         "--micro_batch_size=3", "--lora_rank=2", "--lora_alpha=4", "--lora_target_modules=q_proj,v_proj",
-        "--lr=1e-2")
+        "--lr=1e-2", "--beta=0.1")
     ckpt = os.path.join(out, "ckpt")
     weights = adapter(ckpt)
     # only the named modules got adapters: 2 layers x (q_proj, v_proj) x (A, B)
