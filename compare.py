@@ -37,6 +37,7 @@ methods = "grpo,ds-grpo,grpo-nostd,ds-grpo-reward,entropy-bonus,entropy-penalty"
 pairs = "ds-grpo:grpo,ds-grpo-reward:grpo-nostd,ds-grpo:entropy-bonus"  # paired differences a - b
 seeds = 5  # RL seeds per method (prompt order and sampling)
 max_steps = 150  # RL steps of every run (train.py defaults: 16 prompts x G = 16 per step)
+method_steps = ""  # "name:steps,..." where a method gets another budget (DGG: half GRPO's rollouts, say)
 eval_n = 256  # samples per test problem
 eval_problems = 500  # test problems
 alphas = "0.3,1.0,3.0"  # sweep: DS-GRPO gamma_p ...
@@ -61,13 +62,18 @@ METHOD_ARGS = {  # what each method name runs; any other name is a train.py algo
     "grpo-nostd": ["--algo=grpo", "--scale_std=False"],
     "ds-grpo": ["--algo=ds-grpo", "--ds_form=seq"],
     "ds-grpo-reward": ["--algo=ds-grpo", "--ds_form=reward", "--scale_std=False"],  # the authors' final code
+    "grpo-k4": ["--algo=grpo", "--ppo_epochs=4"],  # every rollout batch used for 4 optimizer passes, no gate
+    "grpo-dgg": ["--algo=grpo", "--reuse_max=4"],  # DGG: up to 4 passes, those after the first gated (gate.py)
 }
 METHODS, PAIRS = methods.split(","), [p.split(":") for p in pairs.split(",") if p]
 ALPHAS, BETAS = ([float(x) for x in alphas.split(",")], [float(x) for x in betas.split(",")]) if alphas and betas \
     else ([], [])
 COEFS = [float(x) for x in bonus_coefs.split(",")] if bonus_coefs else []
+STEPS = {m: int(n) for m, n in (p.split(":") for p in method_steps.split(",") if p)}
+if "dasd" in METHODS and "--warmstart_hint_frac=" not in train_args:  # one base for all, and DASD's needs hints
+    raise SystemExit("--methods has dasd: add --train_args=--warmstart_hint_frac=0.5, so that every method starts "
+                     "from the hinted warm start that DASD's teacher needs")
 KS = [k for k in (1, 16, 64, 256) if k <= eval_n]
-warm = os.path.join(out_dir, "base", "warmstart_countdown")
 common = [f"--max_steps={max_steps}", f"--warmstart_steps={warmstart_steps}", f"--val_problems={sweep_problems}",
           f"--eval_interval={max_steps}", f"--ckpt_interval={ckpt_every}", f"--log_interval={max(max_steps // 5, 1)}",
           "--eval_at_start=False", *(["--n_problems=500", "--prompts_per_step=4", "--group_size=4"] if quick else []),
@@ -81,6 +87,8 @@ SWEEP_BONUS = {f"sweep_bonus_c{c}": {"entropy_coef": c} for c in COEFS}
 
 
 def sweep_runs():
+    if not (SWEEP_DS or SWEEP_BONUS):
+        return {}
     todo = {"sweep_grpo": ["--algo=grpo", *val_eval]}
     todo.update({n: [*METHOD_ARGS["ds-grpo"], f"--alpha={s['alpha']}", f"--beta={s['beta']}", *val_eval]
                  for n, s in SWEEP_DS.items()})
@@ -98,7 +106,8 @@ def final_runs(chosen):
                 extra = extra + [f"--alpha={chosen['alpha']}", f"--beta={chosen['beta']}"]
             if m.startswith("entropy-") and "entropy_coef" in chosen:
                 extra = extra + [f"--entropy_coef={chosen['entropy_coef']}"]
-            todo[f"{m}_s{s}"] = [*extra, f"--seed={s}", *test_eval]
+            steps = [f"--max_steps={STEPS[m]}", f"--eval_interval={STEPS[m]}"] if m in STEPS else []
+            todo[f"{m}_s{s}"] = [*extra, f"--seed={s}", *test_eval, *steps]
     return todo
 
 
@@ -106,13 +115,15 @@ def final_runs(chosen):
 def run_jobs(todo, t0):
     """Runs {name: train.py args}, `jobs` at once: skips finished runs, resumes runs with a checkpoint."""
     todo = [(n, a) for n, a in todo.items() if not os.path.exists(os.path.join(out_dir, n, "final_eval.json"))]
+    base = os.path.join(out_dir, "base")  # the warm start train.py cached there (its name says if hinted)
+    warm = next((d for d in sorted(os.listdir(base)) if d.startswith("warmstart_")), None) if todo else None
     running, failed = [], []
     while todo or running:
         while todo and len(running) < jobs:
             name, extra = todo.pop(0)
             run_dir = os.path.join(out_dir, name)
-            if not os.path.exists(os.path.join(run_dir, "warmstart_countdown")):
-                shutil.copytree(warm, os.path.join(run_dir, "warmstart_countdown"))
+            if not os.path.exists(os.path.join(run_dir, warm)):
+                shutil.copytree(os.path.join(base, warm), os.path.join(run_dir, warm))
             resume = ["--init_from=resume"] if os.path.exists(os.path.join(run_dir, "ckpt")) else []
             cmd = [sys.executable, "train.py", f"--out_dir={run_dir}", *common, *extra, *resume]
             env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
@@ -140,8 +151,10 @@ def load_run(name):
     seconds = sum(r["time_rollout"] + r["time_reward"] + r["time_train"] for r in steps) + sum(
         r["eval_time"] for r in records if "eval_step" in r)  # the run's own time, whatever else ran
     return {"n": res["n"], "correct": res["correct"], "distinct": res["distinct"], "entropy": res["entropy"],
-            "seconds": seconds, "curves": {k: [r.get(k, 0.0) for r in steps]
-                                           for k in ("accuracy", "entropy", "groups_mixed", "groups_all_wrong")}}
+            "seconds": seconds, "curves": {k: [r.get(k, 1.0 if k == "passes" else 0.0) for r in steps]  # (runs before DGG: 1 pass)
+                                           for k in ("accuracy", "entropy", "groups_mixed", "groups_all_wrong",
+                                                     "passes")}
+            | {"seconds": np.cumsum([r["time_rollout"] + r["time_reward"] + r["time_train"] for r in steps])}}
 
 
 def choose(t0):
@@ -177,6 +190,18 @@ def summarise(chosen):
         for a, b in PAIRS:
             i, j = names.index(a), names.index(b)
             diffs[f"{a} - {b}"][key] = stats.paired_difference(reps, i, j, means[i][0] - means[j][0])
+    if "grpo" in names:  # rollout batches, and the run's own seconds, to reach GRPO's final training accuracy
+        w = min([10] + [len(r["curves"]["accuracy"]) for m in names[1:] for r in rows[m]])  # trailing mean over
+        #   10 steps (one step's accuracy is 16 prompts' worth), fewer in the smoke test
+        trail = {m: [np.convolve(r["curves"]["accuracy"], np.ones(w) / w, "valid") for r in rows[m]] for m in names[1:]}
+        target = float(np.mean([t[-1] for t in trail["grpo"]]))
+        for m in names[1:]:
+            hit = [next((i for i, v in enumerate(t) if v >= target), None) for t in trail[m]]
+            out[m]["to_grpo_final_acc"] = {"target": target, "steps": [None if i is None else i + w for i in hit],
+                                           "seconds": [None if i is None else float(r["curves"]["seconds"][i + w - 1])
+                                                       for i, r in zip(hit, rows[m])],
+                                           "passes_per_batch": float(np.mean([np.mean(r["curves"]["passes"])
+                                                                              for r in rows[m]]))}
     mean_curve = {m: curves[m].mean((0, 1)) for m in names}
     ref = "grpo" if "grpo" in names else "warm start"
     for m in names:  # k': the samples a method needs to match GRPO's pass@64 / pass@256
@@ -205,6 +230,13 @@ def tables(out, diffs, chosen, score):
         lines.append(f"| {pair} | " + " | ".join(
             f"{'**' if d[k]['excludes_zero'] else ''}{d[k]['diff']:+.3f} [{d[k]['low']:+.3f}, {d[k]['high']:+.3f}]"
             f"{'**' if d[k]['excludes_zero'] else ''}" for k in keys) + " |")
+    if any("to_grpo_final_acc" in s for s in out.values()):
+        lines += ["", "| method | optimizer passes per rollout batch | rollout batches to GRPO's final training accuracy "
+                  "(trailing mean of 10 steps), per seed | seconds of its own, per seed |", "|---|---|---|---|"]
+        lines += [f"| {m} | {s['to_grpo_final_acc']['passes_per_batch']:.2f} | "
+                  + ", ".join(str(v) if v is not None else "not reached" for v in s["to_grpo_final_acc"]["steps"]) + " | "
+                  + ", ".join(f"{v:.0f}" if v is not None else "–" for v in s["to_grpo_final_acc"]["seconds"]) + " |"
+                  for m, s in out.items() if "to_grpo_final_acc" in s]
     lines += ["", f"chosen on the validation split: {chosen}", "",
               f"| sweep run (seed 1, validation) | pass@1 | pass@{sweep_eval_n} | score |", "|---|---|---|---|"]
     lines += [f"| {n} | " + " | ".join(f"{v:.3f}" for v in s.values()) + " |" for n, s in score.items()]
