@@ -2,17 +2,21 @@
 Benchmarks, nanoGPT style: a model of a given shape with random weights (nothing is downloaded), and
 in one run
   1. rollout: our decode loop (rollout.generate) against plain HF `generate` (default dynamic cache,
-     attention mask, default top-k 50), same prompts: ms per decode step, tokens/s, the ratio;
+     attention mask, default top-k 50) and HF `generate` with its static cache (which HF compiles on a GPU),
+     same prompts: ms per decode step, tokens/s, the ratios;
   2. training: response log-probs + loss + backward over the rollout batch: tokens/s and MFU;
   3. one full GRPO step: rollout + reward + old log-probs + loss + backward + AdamW step, in seconds;
   4. peak GPU memory, and the one-time warm-up / compile cost, reported separately;
   5. (ablate) before / after ratios, in the same run, of the speed-ups of issue 14: the pi_old pass skipped
      (ppo_epochs = 1), micro-batches sorted by response length and cut to their longest response
      (update.py; responses of lengths uniform in 1..new_tokens, as a random model writes no EOS), and
-     the decode loop looking for the end every DONE_CHECK_EVERY steps instead of every step.
+     the decode loop looking for the end every DONE_CHECK_EVERY steps instead of every step;
+  6. (trl) TRL's GRPOTrainer at the same shape and batch (its HF generate path, `pip install trl`): seconds
+     per optimizer step, after one warm-up step, beside ours.
 
   python bench.py                                   # tiny shape, CPU ok
   python bench.py --shape=qwen2.5-0.5b              # on a GPU: 32 prompts x G=8, 128 + 256 tokens, bf16
+  pip install trl && python bench.py --shape=qwen2.5-0.5b --trl=True   # ... and TRL's step beside ours
 
 Rewards are random (p = 0.3): random weights write no Countdown answers, and scoring costs
 milliseconds (train.py logs time_reward). MFU counts model FLOPs, 6N + 12 L d T per trained token
@@ -45,6 +49,7 @@ gradient_checkpointing = True  # for the qwen shapes (the tiny model does not ne
 compile = torch.cuda.is_available()  # compiled decode step (CUDA graphs); off on CPU: the compile is slow there
 baseline = True  # also time plain HF generate (slow: one call at the qwen shapes is ~20 s on an H100)
 iters = 3  # timed repetitions, after one warm-up
+trl = False  # also time TRL's GRPOTrainer (not a requirement of this repository: pip install trl)
 ablate = True  # also the before / after ratios of the pi_old skip, sorted micro-batches, the decode end check
 out = "out/bench.json"
 device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -109,9 +114,10 @@ def ours():
         return generate(model, prompt_ids, prompt_mask, group_size, new_tokens, 1.0, EOS, PAD, compile)
 
 
-def hf():
+def hf(cache=None):
     gen = GenerationConfig(do_sample=True, temperature=1.0, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                           num_return_sequences=group_size, pad_token_id=PAD, eos_token_id=None)
+                           num_return_sequences=group_size, pad_token_id=PAD, eos_token_id=None,
+                           cache_implementation=cache)  # "static": HF compiles the decode step on a GPU
     with ctx:
         return model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=gen)
 
@@ -157,6 +163,41 @@ def update_part(old_pass, trim):
                   ctx=ctx, trim=trim)
 
 
+def trl_step_seconds():
+    """TRL's GRPOTrainer (HF generate path) at this shape: B prompts x G per optimizer step, in micro-batches of
+    micro_batch_size, the same random rewards. Returns (first step's seconds, mean seconds of the next `iters`).
+    Its tokenizer is a word per token id, so that prompts of prompt_len words are prompt_len tokens."""
+    import random
+    import tempfile
+    from datasets import Dataset
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+    word = Tokenizer(models.WordLevel({f"t{i}": i for i in range(V)}, unk_token="t1"))
+    word.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=word, pad_token=f"t{PAD}", eos_token="t1", padding_side="left")
+    texts = [" ".join(f"t{i}" for i in torch.randint(2, V, (prompt_len,)).tolist()) for _ in range(prompts * (iters + 2))]
+    stamps = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, *args, **kwargs):
+            sync()
+            stamps.append(time.time())
+    args = GRPOConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=micro_batch_size,
+                      gradient_accumulation_steps=N // micro_batch_size, num_generations=group_size,
+                      max_completion_length=new_tokens, generation_kwargs={"min_new_tokens": new_tokens},
+                      temperature=1.0, learning_rate=1e-6, max_steps=iters + 1, bf16=cuda, use_cpu=not cuda,
+                      gradient_checkpointing=gradient_checkpointing and shape != "tiny", logging_steps=1,
+                      report_to="none", save_strategy="no", disable_tqdm=True)
+    trainer = GRPOTrainer(model=model, args=args, processing_class=tok, train_dataset=Dataset.from_dict({"prompt": texts}),
+                          reward_funcs=lambda completions, **kw: [float(random.random() < 0.3) for _ in completions],
+                          callbacks=[Clock()])
+    sync()
+    t0 = time.time()
+    trainer.train()
+    return stamps[0] - t0, (stamps[-1] - stamps[0]) / iters
+
+
 def ours_every(n):  # the rollout with the end check every n decode steps
     rollout.DONE_CHECK_EVERY = n
     return ours()
@@ -176,6 +217,9 @@ with torch.no_grad():
         warm, t = timed(hf)
         res.update(hf_warmup_s=warm, hf_s=t, hf_ms_per_step=1e3 * t / new_tokens, hf_tok_s=N * new_tokens / t,
                    rollout_speedup=t / res["ours_s"])
+        warm, t = timed(lambda: hf("static"))
+        res.update(hf_static_warmup_s=warm, hf_static_s=t, hf_static_ms_per_step=1e3 * t / new_tokens,
+                   hf_static_tok_s=N * new_tokens / t, rollout_speedup_static=t / res["ours_s"])
     fixed_response = ours()
 train_tokens = N * (prompt_len + new_tokens)
 _, t = timed(grpo_step)
@@ -207,11 +251,17 @@ if ablate:
     res.update(decode_check_every=every, decode_check_speedup=t1 / t8)
 if cuda:
     res["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2 ** 30
+if trl:  # last: the trainer takes the model over (its own optimizer, train mode, checkpointing)
+    warm, t = trl_step_seconds()
+    res.update(trl_step_warmup_s=warm, trl_step_s=t, trl_speedup=t / res["grpo_step_s"])
 
 rows = [("rollout, ours: ms / decode step", res["ours_ms_per_step"]), ("rollout, ours: tokens/s", res["ours_tok_s"])]
 if baseline:
     rows += [("rollout, HF generate: ms / decode step", res["hf_ms_per_step"]),
-             ("rollout, HF generate: tokens/s", res["hf_tok_s"]), ("rollout speed-up (HF time / ours)", res["rollout_speedup"])]
+             ("rollout, HF generate: tokens/s", res["hf_tok_s"]), ("rollout speed-up (HF time / ours)", res["rollout_speedup"]),
+             ("rollout, HF static cache" + (" + compile" if cuda else "") + ": ms / decode step", res["hf_static_ms_per_step"]),
+             ("  its one-time warm-up (incl. compile): s", res["hf_static_warmup_s"]),
+             ("rollout speed-up (HF static time / ours)", res["rollout_speedup_static"])]
 rows += [("train log-probs+loss+backward: tokens/s", res["train_tok_s"]),
          ("train MFU", res["mfu"] if res["mfu"] is not None else "n/a (no GPU peak known)"),
          ("full GRPO step: s", res["grpo_step_s"]), ("one-time warm-up, ours rollout (incl. compile): s", res["ours_warmup_s"]),
@@ -224,8 +274,11 @@ if ablate:
              ("  speed-up, both", res["update_speedup"]),
              (f"rollout speed-up, end check every {res['decode_check_every']} vs 1 step",
               res["decode_check_speedup"])]
+if trl:
+    rows += [("TRL GRPOTrainer step: s", res["trl_step_s"]), ("  its one-time warm-up (first step): s", res["trl_step_warmup_s"]),
+             ("full-step speed-up (TRL time / ours)", res["trl_speedup"])]
 if cuda:
-    rows.append(("peak GPU memory: GiB", res["peak_memory_gib"]))
+    rows.append(("peak GPU memory: GiB (ours, before TRL)", res["peak_memory_gib"]))
 for label, v in rows:
     print(f"{label:<52} {v:>12.4g}" if isinstance(v, float) else f"{label:<52} {v:>12}")
 os.makedirs(os.path.dirname(out) or ".", exist_ok=True)

@@ -366,7 +366,8 @@ for step in bar:
     }
     if ddp:  # the global batch's figures: mean over ranks (equal shares), the loss summed
         record = parallel.mean_record(record, world, device)
-    record.update(passes=res["passes"], rollouts=(step + 1) * prompts_per_step * group_size, **res["dgg"])
+    record.update(passes=res["passes"], rollouts=(step + 1) * prompts_per_step * group_size, **res["dgg"],
+                  **({"mem_peak_gib": torch.cuda.max_memory_allocated() / 2 ** 30} if device.startswith("cuda") else {}))
     log_json(record)
     bar.set_postfix(acc=f"{record['accuracy']:.3f}", ent=f"{record['entropy']:.3f}")
     if (step + 1) % log_interval == 0:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -68,7 +70,21 @@ def test_bench_tiny(tmp_path):
     stdout = run("bench.py", "--prompts=2", "--group_size=2", "--new_tokens=4", "--iters=1",
                  f"--out={tmp_path}/bench.json")
     res = json.load(open(tmp_path / "bench.json"))
-    for key in ("ours_tok_s", "hf_tok_s", "rollout_speedup", "train_tok_s", "grpo_step_s", "ours_warmup_s",
+    for key in ("ours_tok_s", "hf_tok_s", "rollout_speedup", "hf_static_tok_s", "rollout_speedup_static", "train_tok_s", "grpo_step_s", "ours_warmup_s",
                 "skip_old_logp_speedup", "sort_trim_speedup", "update_speedup", "decode_check_speedup"):
         assert res[key] > 0
     assert "rollout speed-up" in stdout
+
+
+def test_bench_trl_tiny(tmp_path):  # TRL is not a requirement: runs where it is installed (the GPU bench)
+    pytest.importorskip("trl")
+    run("bench.py", "--prompts=2", "--group_size=2", "--new_tokens=4", "--iters=1", "--micro_batch_size=2",
+        "--baseline=False", "--ablate=False", "--trl=True", f"--out={tmp_path}/bench.json")
+    res = json.load(open(tmp_path / "bench.json"))
+    assert res["trl_step_s"] > 0 and res["trl_speedup"] > 0
+
+
+def test_compare_dasd_needs_the_hinted_base():  # else DASD would start from another warm start than the rest
+    p = subprocess.run([sys.executable, "compare.py", "--methods=grpo,dasd"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120, env=ENV)
+    assert p.returncode == 1 and "--warmstart_hint_frac=0.5" in p.stderr
