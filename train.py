@@ -36,6 +36,7 @@ import torch
 from tqdm import tqdm
 
 import checkpoint
+import checks
 import countdown
 import dasd
 import gate
@@ -84,7 +85,7 @@ cd_min_solutions = 5  # ... that have at least this many distinct solutions
 cd_target = "uniform"  # 'uniform' over those targets, or 'weighted' by their number of solutions
 template = "tiny"  # prompt: 'tiny' (embedded model) or 'instruct' (real models; chat template if any)
 # RL
-algo = "ds-grpo"  # one of ALGOS below: GRPO variants, DS-GRPO, entropy baselines, token selection
+algo = "ds-grpo"  # one of checks.ALGOS: GRPO variants, DS-GRPO, entropy baselines, token selection
 alpha = 1.0  # gamma_p in DS-Eq.6: bonus on correct responses (see README: tiny-model scale)
 beta = 0.0  # gamma_n in DS-Eq.6: penalty on incorrect responses; 0 was chosen on the validation split (README)
 ds_form = "seq"  # where the DS term goes: 'seq' (default), 'token' or 'reward' (see loss.advantages)
@@ -135,48 +136,7 @@ if init_from == "resume":  # a resumed run keeps its own settings, except those 
 ddp, rank, world, device = parallel.setup(device)  # torchrun: one process per GPU; else (False, 0, 1, device)
 master = rank == 0  # only rank 0 logs, evaluates the merged results and checkpoints
 
-ALGOS = ("grpo", "dr-grpo", "ds-grpo", "entropy-bonus", "entropy-penalty", "20-entropy", "stapo", "ict", "dasd")
-INF = float("inf")  # `0 < x < INF` also refuses nan and inf
-RANGES = [  # (key, in range, the range): checked before anything is written, so a typo costs one line
-    ("algo", algo in ALGOS, f"one of {ALGOS}"),
-    ("dtype", dtype in ("float32", "bfloat16"), "float32 or bfloat16"),  # float16 would need a GradScaler
-    ("task", task in ("countdown", "math"), "'countdown' or 'math'"),
-    ("template", template in ("tiny", "instruct"), "'tiny' or 'instruct'"),
-    ("ds_form", ds_form in ("seq", "token", "reward"), "'seq', 'token' or 'reward'"),
-    ("agg", agg in loss.AGGS, f"one of {loss.AGGS}"),
-    ("eval_split", eval_split in ("test", "val"), "'test' or 'val'"),
-    ("parallelism", parallelism in ("ddp", "fsdp"), "'ddp' or 'fsdp'"),
-    ("dgg_signal", dgg_signal in ("energy", "delta"), "'energy' or 'delta'"),
-    ("dgg_window", dgg_window >= 2, ">= 2 (a standard deviation)"),
-    ("reuse_max", reuse_max == 1 or (ppo_epochs == 1 and not lora_rank), "1 when ppo_epochs > 1 (both set the "
-     "passes per batch) or with LoRA (DGG watches the LM head's gradient, and LoRA freezes it)"),
-    ("cd_target", cd_target in ("uniform", "weighted"), "'uniform' or 'weighted'"),
-    ("temperature", 0 < temperature < INF, "> 0 (eval.py takes 0 for greedy decoding)"),
-    ("lr", 0 < lr < INF, "> 0"),
-    ("max_steps", max_steps >= 0, ">= 0 (0: evaluate only)"),
-    ("warmstart_steps", warmstart_steps >= 1, ">= 1"),
-    ("group_size", group_size >= 2, ">= 2 (group-relative advantages)"),
-    *((k, globals()[k] >= 1, ">= 1") for k in ("prompts_per_step", "micro_batch_size", "max_new_tokens", "eval_n",
-                                              "final_eval_n", "eval_batch_rows", "eval_problems", "n_problems",
-                                              "ppo_epochs", "reuse_max")),
-    *((k, max_steps == 0 or globals()[k] >= 1, ">= 1") for k in ("eval_interval", "ckpt_interval", "log_interval")),
-    *((k, 0 <= globals()[k] < INF, ">= 0") for k in ("alpha", "beta", "kl_coef", "entropy_coef", "weight_decay",
-                                                    "grad_clip", "eps_high")),
-    ("eps_low", 0 <= eps_low < 1, "in [0, 1): the ratio is clipped below at 1 - eps_low"),
-    ("top_entropy_frac", 0 < top_entropy_frac <= 1, "in (0, 1]"),
-    ("stapo_q", 0 <= stapo_q <= 1, "in [0, 1]"),
-    ("ict_warmup_steps", ict_warmup_steps >= 0, ">= 0"),
-    ("dasd_beta", 0 <= dasd_beta < INF, ">= 0"),
-    ("dasd_rho", 0 <= dasd_rho <= 1, "in [0, 1]"),
-    ("dasd_norm", dasd_norm in loss.DASD_NORMS, f"one of {loss.DASD_NORMS}"),
-    ("warmstart_hint_frac", warmstart_hint_frac == -1 or 0 <= warmstart_hint_frac <= 1, "in [0, 1], or -1 (auto)"),
-    ("val_problems", val_problems >= 0, ">= 0"),
-    ("cd_min_num", 1 <= cd_min_num <= cd_max_num, f"in 1..cd_max_num={cd_max_num}"),
-    *((k, globals()[k] >= 1, ">= 1") for k in ("cd_max_target", "cd_min_solutions")),
-]
-for key, ok, need in RANGES:
-    if not ok:
-        raise SystemExit(f"{key} must be {need}, got {globals()[key]!r}")
+checks.check(config)  # every setting in its range, before anything is written (checks.py)
 hint_frac = (0.5 if algo == "dasd" else 0.0) if warmstart_hint_frac == -1 else warmstart_hint_frac
 if state and max_steps < state["step"]:
     raise SystemExit(f"max_steps={max_steps} is before the checkpoint's step {state['step']}: give a later one")
@@ -366,8 +326,9 @@ for step in bar:
     }
     if ddp:  # the global batch's figures: mean over ranks (equal shares), the loss summed
         record = parallel.mean_record(record, world, device)
-    record.update(passes=res["passes"], rollouts=(step + 1) * prompts_per_step * group_size, **res["dgg"],
-                  **({"mem_peak_gib": torch.cuda.max_memory_allocated() / 2 ** 30} if device.startswith("cuda") else {}))
+    record.update(passes=res["passes"], rollouts=(step + 1) * prompts_per_step * group_size, **res["dgg"])
+    if device.startswith("cuda"):  # the peak memory of a config is the largest of these
+        record["mem_peak_gib"] = torch.cuda.max_memory_allocated() / 2 ** 30
     log_json(record)
     bar.set_postfix(acc=f"{record['accuracy']:.3f}", ent=f"{record['entropy']:.3f}")
     if (step + 1) % log_interval == 0:

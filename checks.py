@@ -1,0 +1,57 @@
+"""
+train.py's config checks: every setting against its range, before anything is written, so that a typo or a
+bad value costs one readable line and no half-made run directory.
+"""
+from types import SimpleNamespace
+
+import loss
+
+ALGOS = ("grpo", "dr-grpo", "ds-grpo", "entropy-bonus", "entropy-penalty", "20-entropy", "stapo", "ict", "dasd")
+INF = float("inf")  # `0 < x < INF` also refuses nan and inf
+
+
+def check(cfg):
+    """Raises SystemExit naming the first setting out of its range. cfg: train.py's config, {key: value}."""
+    c = SimpleNamespace(**cfg)
+    ranges = [  # (key, in range, the range)
+        ("algo", c.algo in ALGOS, f"one of {ALGOS}"),
+        ("dtype", c.dtype in ("float32", "bfloat16"), "float32 or bfloat16"),  # float16 would need a GradScaler
+        ("task", c.task in ("countdown", "math"), "'countdown' or 'math'"),
+        ("template", c.template in ("tiny", "instruct"), "'tiny' or 'instruct'"),
+        ("ds_form", c.ds_form in ("seq", "token", "reward"), "'seq', 'token' or 'reward'"),
+        ("agg", c.agg in loss.AGGS, f"one of {loss.AGGS}"),
+        ("eval_split", c.eval_split in ("test", "val"), "'test' or 'val'"),
+        ("parallelism", c.parallelism in ("ddp", "fsdp"), "'ddp' or 'fsdp'"),
+        ("dgg_signal", c.dgg_signal in ("energy", "delta"), "'energy' or 'delta'"),
+        ("dgg_window", c.dgg_window >= 2, ">= 2 (a standard deviation)"),
+        ("reuse_max", c.reuse_max == 1 or (c.ppo_epochs == 1 and not c.lora_rank), "1 when ppo_epochs > 1 (both set "
+         "the passes per batch) or with LoRA (DGG watches the LM head's gradient, and LoRA freezes it)"),
+        ("cd_target", c.cd_target in ("uniform", "weighted"), "'uniform' or 'weighted'"),
+        ("temperature", 0 < c.temperature < INF, "> 0 (eval.py takes 0 for greedy decoding)"),
+        ("lr", 0 < c.lr < INF, "> 0"),
+        ("max_steps", c.max_steps >= 0, ">= 0 (0: evaluate only)"),
+        ("warmstart_steps", c.warmstart_steps >= 1, ">= 1"),
+        ("group_size", c.group_size >= 2, ">= 2 (group-relative advantages)"),
+        *((k, getattr(c, k) >= 1, ">= 1") for k in ("prompts_per_step", "micro_batch_size", "max_new_tokens", "eval_n",
+                                                  "final_eval_n", "eval_batch_rows", "eval_problems", "n_problems",
+                                                  "ppo_epochs", "reuse_max")),
+        *((k, c.max_steps == 0 or getattr(c, k) >= 1, ">= 1")
+          for k in ("eval_interval", "ckpt_interval", "log_interval")),
+        *((k, 0 <= getattr(c, k) < INF, ">= 0") for k in ("alpha", "beta", "kl_coef", "entropy_coef", "weight_decay",
+                                                        "grad_clip", "eps_high")),
+        ("eps_low", 0 <= c.eps_low < 1, "in [0, 1): the ratio is clipped below at 1 - eps_low"),
+        ("top_entropy_frac", 0 < c.top_entropy_frac <= 1, "in (0, 1]"),
+        ("stapo_q", 0 <= c.stapo_q <= 1, "in [0, 1]"),
+        ("ict_warmup_steps", c.ict_warmup_steps >= 0, ">= 0"),
+        ("dasd_beta", 0 <= c.dasd_beta < INF, ">= 0"),
+        ("dasd_rho", 0 <= c.dasd_rho <= 1, "in [0, 1]"),
+        ("dasd_norm", c.dasd_norm in loss.DASD_NORMS, f"one of {loss.DASD_NORMS}"),
+        ("warmstart_hint_frac", c.warmstart_hint_frac == -1 or 0 <= c.warmstart_hint_frac <= 1,
+         "in [0, 1], or -1 (auto)"),
+        ("val_problems", c.val_problems >= 0, ">= 0"),
+        ("cd_min_num", 1 <= c.cd_min_num <= c.cd_max_num, f"in 1..cd_max_num={c.cd_max_num}"),
+        *((k, getattr(c, k) >= 1, ">= 1") for k in ("cd_max_target", "cd_min_solutions")),
+    ]
+    for key, ok, need in ranges:
+        if not ok:
+            raise SystemExit(f"{key} must be {need}, got {cfg[key]!r}")
