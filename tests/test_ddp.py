@@ -183,7 +183,7 @@ WORKER = BATCH + textwrap.dedent("""
     objective, grads, params = one_update(model, ids[rows], att[rows], P, mask[rows], adv[rows], old[rows], sys.argv[2],
                                           sys.argv[3])
     torch.save({"loss": objective, "grads": grads, "params": params}, f"{sys.argv[1]}/rank{rank}.pt")
-    torch.distributed.destroy_process_group()
+    parallel.teardown()  # a barrier first: a rank that leaves while the other is still in gloo can abort it
 """)
 
 
