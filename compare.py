@@ -16,7 +16,8 @@ DS-GRPO against GRPO and the entropy heuristics, in one command, with statistics
    Each DS form is paired with GRPO under the same normalisation (with or without the std division).
 
 Every run is a plain `train.py` subprocess with its own out_dir under `out_dir`: finished runs are skipped,
-runs with a checkpoint resume (--init_from=resume), so a killed comparison continues where it stopped.
+runs with a checkpoint resume (--init_from=resume), so a killed comparison continues where it stopped; a
+larger eval_n later evaluates the finished runs again from their final checkpoints, without training.
 Writes results.json, results.md, passk.png, training.png, sweep.png.
 """
 import json
@@ -53,9 +54,10 @@ train_args = ""  # extra --key=value for every train.py run, space-separated (e.
 boot = 2000  # bootstrap replicates
 quick = False  # smoke test: 6 steps, 2 seeds, n = 8 on 8 problems, a 1 x 2 sweep
 configure(globals(), sys.argv[1:])
-if quick:
-    seeds, max_steps, eval_n, eval_problems, warmstart_steps, ckpt_every = 2, 6, 8, 8, 30, 2
-    alphas, betas, bonus_coefs, sweep_eval_n, sweep_problems, boot = "1.0", "0.0,0.3", "0.01", 8, 8, 200
+if quick:  # the smoke test's sizes, except those given on the command line
+    QUICK = dict(seeds=2, max_steps=6, eval_n=8, eval_problems=8, warmstart_steps=30, ckpt_every=2, alphas="1.0",
+                 betas="0.0,0.3", bonus_coefs="0.01", sweep_eval_n=8, sweep_problems=8, boot=200)
+    globals().update({k: v for k, v in QUICK.items() if not any(a.startswith(f"--{k}=") for a in sys.argv[1:])})
 # -----------------------------------------------------------------------------
 METHOD_ARGS = {  # what each method name runs; any other name is a train.py algo with its defaults
     "grpo": ["--algo=grpo"],
@@ -112,9 +114,24 @@ def final_runs(chosen):
 
 
 # ----------------------------------------------------------------------------- running
-def run_jobs(todo, t0):
-    """Runs {name: train.py args}, `jobs` at once: skips finished runs, resumes runs with a checkpoint."""
-    todo = [(n, a) for n, a in todo.items() if not os.path.exists(os.path.join(out_dir, n, "final_eval.json"))]
+def finished(name, n):
+    """Whether run `name` has its final evaluation with n samples per problem. One with another n is set aside
+    (final_eval_n<old>.json) and counts as unfinished: resumed from its final checkpoint, it only evaluates
+    again, so raising eval_n on a finished comparison costs evaluations, not training."""
+    path = os.path.join(out_dir, name, "final_eval.json")
+    if not os.path.exists(path):
+        return False
+    with open(path) as f:
+        old = json.load(f)["n"]
+    if old != n:
+        os.replace(path, os.path.join(out_dir, name, f"final_eval_n{old}.json"))
+    return old == n
+
+
+def run_jobs(todo, t0, n):
+    """Runs {name: train.py args}, `jobs` at once: skips runs finished with n samples per problem, resumes
+    runs with a checkpoint."""
+    todo = [(name, a) for name, a in todo.items() if not finished(name, n)]
     base = os.path.join(out_dir, "base")  # the warm start train.py cached there (its name says if hinted)
     warm = next((d for d in sorted(os.listdir(base)) if d.startswith("warmstart_")), None) if todo else None
     running, failed = [], []
@@ -160,7 +177,7 @@ def load_run(name):
 def choose(t0):
     """Runs the sweep on the validation split and returns the settings it picks (before any final run)."""
     runs = sweep_runs()
-    run_jobs(runs, t0)
+    run_jobs(runs, t0, sweep_eval_n)
     score = {}
     for name in runs:
         r = load_run(name)
@@ -294,8 +311,8 @@ def plots(rows, mean_curve, ks, bands, score):
 
 if __name__ == "__main__":
     t0 = time.time()
-    if not os.path.exists(os.path.join(out_dir, "base", "final_eval.json")):  # the warm start and its evaluation
-        os.makedirs(os.path.join(out_dir, "base"), exist_ok=True)
+    os.makedirs(os.path.join(out_dir, "base"), exist_ok=True)
+    if not finished("base", eval_n):  # the warm start and its evaluation
         cmd = [sys.executable, "train.py", f"--out_dir={out_dir}/base", *common, *test_eval, "--max_steps=0"]
         print(" ".join(cmd[1:]), flush=True)
         with open(os.path.join(out_dir, "base", "train.log"), "w") as log:
@@ -303,7 +320,7 @@ if __name__ == "__main__":
                 raise SystemExit(f"warm start failed: see {out_dir}/base/train.log")
     chosen, score = choose(t0)
     print(f"chosen on the validation split: {chosen}", flush=True)
-    run_jobs(final_runs(chosen), t0)
+    run_jobs(final_runs(chosen), t0, eval_n)
     rows, out, diffs, mean_curve, ks, bands = summarise(chosen)
     md = tables(out, diffs, chosen, score)
     seconds = sum(load_run(n)["seconds"] for n in [*sweep_runs(), *final_runs(chosen), "base"])

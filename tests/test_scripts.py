@@ -64,6 +64,19 @@ def test_compare_quick_resumes_a_killed_run(tmp_path):
     # a second call finds every run finished and only re-summarises
     stdout = run("compare.py", "--quick", f"--out_dir={out}", "--methods=grpo,ds-grpo", "--pairs=ds-grpo:grpo")
     assert "] start " not in stdout and "] resume " not in stdout
+    # a larger n evaluates every final run again from its last checkpoint (the warm start too), trains nothing
+    stdout = run("compare.py", "--quick", f"--out_dir={out}", "--methods=grpo,ds-grpo", "--pairs=ds-grpo:grpo",
+                 "--eval_n=16")
+    assert "] start " not in stdout and stdout.count("] resume ") == 4  # 2 methods x 2 seeds; the sweep is kept
+    for name in ("base", "grpo_s1", "ds-grpo_s2"):
+        assert json.load(open(out / name / "final_eval.json"))["n"] == 16
+        assert json.load(open(out / name / "final_eval_n8.json"))["n"] == 8  # the old evaluation, kept
+    with open(out / "grpo_s1" / "metrics.jsonl") as f:
+        records = [json.loads(line) for line in f]
+    assert [r["step"] for r in records if "step" in r] == [1, 2, 3, 4, 5, 6]  # not trained again
+    assert [r["n"] for r in records if "eval_step" in r] == [8, 16]
+    res = json.load(open(out / "results.json"))
+    assert len(res["runs"]["grpo"][0]["correct"]) == 8 and "pass@16" in res["summary"]["grpo"]
 
 
 def test_bench_tiny(tmp_path):
