@@ -54,10 +54,10 @@ train_args = ""  # extra --key=value for every train.py run, space-separated (e.
 boot = 2000  # bootstrap replicates
 quick = False  # smoke test: 6 steps, 2 seeds, n = 8 on 8 problems, a 1 x 2 sweep
 configure(globals(), sys.argv[1:])
-if quick:  # the smoke test's sizes, except those given on the command line
-    QUICK = dict(seeds=2, max_steps=6, eval_n=8, eval_problems=8, warmstart_steps=30, ckpt_every=2, alphas="1.0",
-                 betas="0.0,0.3", bonus_coefs="0.01", sweep_eval_n=8, sweep_problems=8, boot=200)
-    globals().update({k: v for k, v in QUICK.items() if not any(a.startswith(f"--{k}=") for a in sys.argv[1:])})
+if quick:  # the smoke test's sizes, then the command line again: what it gives wins
+    seeds, max_steps, eval_n, eval_problems, warmstart_steps, ckpt_every = 2, 6, 8, 8, 30, 2
+    alphas, betas, bonus_coefs, sweep_eval_n, sweep_problems, boot = "1.0", "0.0,0.3", "0.01", 8, 8, 200
+    configure(globals(), sys.argv[1:])
 # -----------------------------------------------------------------------------
 METHOD_ARGS = {  # what each method name runs; any other name is a train.py algo with its defaults
     "grpo": ["--algo=grpo"],
