@@ -12,7 +12,7 @@ import loss
 import model
 from loss import js_uniqueness
 from model import char_tokenizer, tiny_model
-from test_loss import BASE, _one_step, t
+from test_loss_gradients import BASE, _one_step, t
 
 TIGHT = dict(rtol=0, atol=1e-6)
 LOG2 = math.log(2)
