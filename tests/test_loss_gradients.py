@@ -6,12 +6,7 @@ import torch
 from torch.testing import assert_close
 
 import loss
-
-TIGHT = dict(rtol=0, atol=1e-6)
-
-
-def t(x):
-    return torch.tensor(x, dtype=torch.float32)
+from test_loss import TIGHT, t
 
 
 # ============================================================================= gradients per group

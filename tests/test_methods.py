@@ -12,9 +12,9 @@ import loss
 import model
 from loss import js_uniqueness
 from model import char_tokenizer, tiny_model
-from test_loss_gradients import BASE, _one_step, t
+from test_loss import TIGHT, t
+from test_loss_gradients import BASE, _one_step
 
-TIGHT = dict(rtol=0, atol=1e-6)
 LOG2 = math.log(2)
 
 
