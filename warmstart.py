@@ -26,8 +26,18 @@ def _hint_for(task, problem, answer):
     return tasks.hint(task, problem)
 
 
+def _save(model, tokenizer, out_dir):
+    """save_pretrained into a temp dir, then one rename: a killed warm start never leaves a half-written model."""
+    tmp = out_dir.rstrip("/") + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(tmp, out_dir)
+
+
 def warm_start(out_dir, task, problems, steps=2000, batch_size=64, lr=3e-3, seed=0, template="tiny",
-               device="cpu", log=print, hint_frac=0.0):
+               device="cpu", log=print, hint_frac=0.0, n_layer=4, n_embd=128, snapshot_every=0):
     """Supervised warm start of the tiny model, saved with save_pretrained. For Countdown each example
     is one problem with one of its solver solutions drawn uniformly, so a problem with many solutions
     teaches the model many answers: the diversity that RL can later keep or lose. Few enough steps
@@ -35,12 +45,14 @@ def warm_start(out_dir, task, problems, steps=2000, batch_size=64, lr=3e-3, seed
     hint_frac: the share of examples whose prompt carries a hint (tasks.hinted_prompt) that is the
     target's own solution (Countdown) or answer (math): DASD's teacher is this model shown a hint, and
     can only teach if it learned to use one. The hints are drawn from a stream of their own, so the
-    batches and targets are those of hint_frac = 0, and hint_frac = 0 is the plain warm start exactly."""
+    batches and targets are those of hint_frac = 0, and hint_frac = 0 is the plain warm start exactly.
+    snapshot_every > 0: the model is also saved every that many steps to out_dir + '_snapshots/step<k>' (base.py
+    evaluates them to show what longer training buys)."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
     hint_rng = random.Random(seed + 1)
     tokenizer = char_tokenizer()
-    model = tiny_model(tokenizer).to(device)
+    model = tiny_model(tokenizer, n_layer=n_layer, n_embd=n_embd).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1, betas=(0.9, 0.95))
     eos = tokenizer.eos_token
     t0 = time.time()
@@ -66,10 +78,7 @@ def warm_start(out_dir, task, problems, steps=2000, batch_size=64, lr=3e-3, seed
         opt.step()
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
-    tmp = out_dir.rstrip("/") + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)  # a killed warm start never leaves a half-written model behind
+        if snapshot_every and (step + 1) % snapshot_every == 0 and step + 1 < steps:
+            _save(model, tokenizer, os.path.join(out_dir.rstrip("/") + "_snapshots", f"step{step + 1}"))
+    _save(model, tokenizer, out_dir)
     log(f"warm start: {steps} steps in {time.time() - t0:.0f}s, final loss {loss.item():.3f} -> {out_dir}")

@@ -1,0 +1,89 @@
+"""
+The shipped tiny base (assets/base/seed<seed>): the embedded 0.9M-parameter model, trained once by supervised
+learning on solver solutions of every training problem of the default Countdown regime, and committed, so that
+`python train.py` starts RL from a base that is often right and knows several answers per problem, with no warm
+start at run time. See assets/base/README.md for the measured numbers and how they were made.
+
+  python base.py --seed=0                         # trains assets/base/seed0 (about 75 min on one CPU core)
+  python base.py --seed=0 --stage=eval            # evaluates it on the test split and writes its manifest
+"""
+import hashlib
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+
+import torch
+
+import countdown
+import tasks
+from configurator import configure
+from warmstart import warm_start
+
+# ----------------------------------------------------------------------------- config
+seed = 0  # the base's own seed: initialisation and the order of its examples
+out_dir = ""  # '' = assets/base/seed<seed>
+stage = "train"  # 'train' (then evaluate) or 'eval' (evaluate an existing base, rewrite its manifest)
+steps = 12000  # supervised steps (the lever that matters most: assets/base/README.md)
+batch_size = 64
+lr = 3e-3  # peak; cosine decay to 10%
+n_layer = 4  # the embedded model's shape: an RL step costs what it cost before
+n_embd = 128
+snapshot_every = 2000  # also keep the model every that many steps (not shipped), to measure what steps buy
+threads = 1  # torch threads: 1 lets two bases train side by side on 2 cores
+# the evaluation written into the manifest: the default regime's test problems, as train.py
+eval_problems = 500
+eval_n = 256
+eval_seed = 0
+# the regime (train.py's defaults): the base learns every training problem of it, the validation split excluded
+n_problems, data_seed, val_problems = 8000, 0, 200
+cd_sizes, cd_min_num, cd_max_num, cd_max_target, cd_min_solutions = "4", 2, 15, 50, 5
+configure(globals(), sys.argv[1:])
+out_dir = out_dir or os.path.join("assets", "base", f"seed{seed}")
+torch.set_num_threads(threads)
+
+
+def all_problems():
+    """Every problem of the regime: each multiset of numbers with each target it reaches in at least
+    cd_min_solutions distinct ways. The generator draws from these; the base learns all of the training ones."""
+    sizes = [int(k) for k in cd_sizes.split(",")]
+    out = []
+    for size in sizes:
+        for nums in itertools.combinations_with_replacement(range(cd_min_num, cd_max_num + 1), size):
+            for value in sorted(v for v, nodes in countdown._by_value(nums).items()
+                                if v.denominator == 1 and 1 <= v <= cd_max_target and len(nodes) >= cd_min_solutions):
+                out.append({"nums": list(nums), "target": int(value), "solutions": countdown.solve(nums, int(value))})
+    return out
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def regime_splits():
+    regime = countdown.regime(cd_sizes, cd_min_num, cd_max_num, cd_max_target, cd_min_solutions, "uniform")
+    train, test = tasks.load("countdown", "generated", n_problems, data_seed, regime)
+    return train[:val_problems], test
+
+
+if __name__ == "__main__" and stage == "train":
+    val, _ = regime_splits()
+    held_out = {(tuple(sorted(p["nums"])), p["target"]) for p in val}
+    pool = [p for p in all_problems() if not countdown.is_test(p["nums"], p["target"])
+            and (tuple(sorted(p["nums"])), p["target"]) not in held_out]  # never a test or validation problem
+    print(f"{len(pool)} training problems in the regime, {sum(len(p['solutions']) for p in pool)} solutions")
+    t0 = time.time()
+    warm_start(out_dir, "countdown", pool, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+               n_layer=n_layer, n_embd=n_embd, snapshot_every=snapshot_every)
+    with open(os.path.join(out_dir, "train_info.json"), "w") as f:
+        json.dump({"command": "python " + " ".join(sys.argv), "seed": seed, "steps": steps, "batch_size": batch_size,
+                   "lr": lr, "n_layer": n_layer, "n_embd": n_embd, "train_problems": len(pool),
+                   "train_seconds": round(time.time() - t0), "threads": threads,
+                   "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
+                   "torch": torch.__version__}, f, indent=2)
