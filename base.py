@@ -4,7 +4,7 @@ learning on solver solutions of every training problem of the default Countdown 
 `python train.py` starts RL from a base that is often right and knows several answers per problem, with no warm
 start at run time. See assets/base/README.md for the measured numbers and how they were made.
 
-  python base.py --seed=0                         # trains assets/base/seed0 (about 75 min on one CPU core)
+  python base.py --seed=0                         # trains assets/base/seed0 (about an hour on one CPU core)
   python base.py --seed=0 --stage=eval            # evaluates it on the test split and writes its manifest
 """
 import hashlib
@@ -26,7 +26,7 @@ from warmstart import warm_start
 seed = 0  # the base's own seed: initialisation and the order of its examples
 out_dir = ""  # '' = assets/base/seed<seed>
 stage = "train"  # 'train' (then evaluate) or 'eval' (evaluate an existing base, rewrite its manifest)
-steps = 12000  # supervised steps (the lever that matters most: assets/base/README.md)
+steps = 8000  # supervised steps (the lever that matters most: assets/base/README.md)
 batch_size = 64
 lr = 3e-3  # peak; cosine decay to 10%
 n_layer = 4  # the embedded model's shape: an RL step costs what it cost before
