@@ -7,7 +7,6 @@ start at run time. See assets/base/README.md for the measured numbers and how th
   python base.py --seed=0                         # trains assets/base/seed0 (about an hour on one CPU core)
   python base.py --seed=0 --stage=eval            # evaluates it on the test split and writes its manifest
 """
-import hashlib
 import itertools
 import json
 import os
@@ -20,6 +19,8 @@ import torch
 import countdown
 import tasks
 from configurator import configure
+from eval import evaluate, format_table
+from model import file_sha256, load_policy
 from warmstart import warm_start
 
 # ----------------------------------------------------------------------------- config
@@ -58,14 +59,6 @@ def all_problems():
     return out
 
 
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def regime_splits():
     regime = countdown.regime(cd_sizes, cd_min_num, cd_max_num, cd_max_target, cd_min_solutions, "uniform")
     train, test = tasks.load("countdown", "generated", n_problems, data_seed, regime)
@@ -87,3 +80,43 @@ if __name__ == "__main__" and stage == "train":
                    "train_seconds": round(time.time() - t0), "threads": threads,
                    "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
                    "torch": torch.__version__}, f, indent=2)
+
+
+def evaluate_base(path, n, problems):
+    """pass@k, distinct correct answers and token entropy of the model in `path` on `problems`, n samples each at
+    T = 1, as train.py evaluates (the same problems, seed and sampler)."""
+    torch.manual_seed(eval_seed)
+    model, tokenizer = load_policy(path)
+    return evaluate(model, tokenizer, "countdown", problems, n, 1.0, 32, "tiny", 512, progress=True,
+                    logprob_batch_size=128)
+
+
+if __name__ == "__main__" and stage in ("train", "eval"):  # the manifest: how it was made, its hash, its numbers
+    _, test = regime_splits()
+    res = evaluate_base(out_dir, eval_n, test[:eval_problems])
+    print(format_table(res))
+    with open(os.path.join(out_dir, "train_info.json")) as f:
+        info = json.load(f)
+    manifest = {**info, "sha256": file_sha256(os.path.join(out_dir, "model.safetensors")),
+                "files": {name: file_sha256(os.path.join(out_dir, name)) for name in sorted(os.listdir(out_dir))
+                          if name not in ("manifest.json", "train_info.json")},
+                "eval_command": f"python base.py --seed={seed} --stage=eval",
+                "eval": {"problems": res["problems"], "n": res["n"], "temperature": res["temperature"],
+                         "pass@k": res["pass@k"], "distinct_correct": res["distinct_correct"],
+                         "accuracy": res["accuracy"], "entropy": res["entropy"], "correct": res["correct"],
+                         "distinct": res["distinct"]}}
+    with open(os.path.join(out_dir, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=1)
+    print(f"wrote {out_dir}/manifest.json")
+
+
+if __name__ == "__main__" and stage == "levers":  # what longer training buys: the snapshots at eval_n
+    _, test = regime_splits()
+    snaps = out_dir.rstrip("/") + "_snapshots"
+    rows = {}
+    for name in sorted(os.listdir(snaps), key=lambda d: int(d[4:])) + [None]:
+        res = evaluate_base(os.path.join(snaps, name) if name else out_dir, eval_n, test[:eval_problems])
+        rows[name or f"step{steps}"] = {k: res[k] for k in ("pass@k", "distinct_correct", "accuracy", "entropy")}
+        print(name, {k: round(v, 4) for k, v in res["pass@k"].items()}, res["distinct_correct"], flush=True)
+    with open(os.path.join(os.path.dirname(out_dir), f"levers_seed{seed}_n{eval_n}.json"), "w") as f:
+        json.dump(rows, f, indent=1)

@@ -5,6 +5,7 @@ restore, and the metrics log (out_dir/metrics.jsonl, one JSON record per line).
 """
 import json
 import os
+from ast import literal_eval
 import shutil
 import tempfile
 
@@ -14,19 +15,57 @@ from model import save_policy
 
 
 # ----------------------------------------------------------------------------- out_dir
-def check_out_dir(out_dir, resuming):
-    """Refuses, in one line and before anything is written, an out_dir that cannot be written to, and a
-    fresh run in an out_dir that already holds a run (it would overwrite it). Returns the checkpoint dir."""
+_lock = None  # the open lock file of this process's out_dir: the OS releases it when the process dies
+
+
+def lock_out_dir(out_dir):
+    """One run per out_dir: an exclusive lock on out_dir/.lock, held until this process ends (a crashed or killed
+    run holds nothing, so it never blocks its own resume). A second run into the same out_dir is one line."""
+    global _lock
+    import fcntl
+    f = open(os.path.join(out_dir, ".lock"), "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        pid = f.read().strip() or "?"
+        f.close()
+        raise SystemExit(f"{out_dir} is in use by another train.py (pid {pid}): wait for it to finish, or give "
+                         f"another --out_dir")
+    f.seek(0), f.truncate(), f.write(str(os.getpid())), f.flush()
+    _lock = f
+
+
+def recover(ckpt_dir):
+    """Puts a checkpoint back in order after a kill inside save_checkpoint: the complete checkpoint is ckpt, or
+    ckpt.old when the kill came between the two renames; a leftover ckpt.tmp (half written) or ckpt.old (already
+    replaced) is removed, so that the next save's renames succeed."""
+    tmp, old = ckpt_dir + ".tmp", ckpt_dir + ".old"
+    if not os.path.exists(os.path.join(ckpt_dir, "state.pt")) and os.path.exists(os.path.join(old, "state.pt")):
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        os.replace(old, ckpt_dir)
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def check_out_dir(out_dir, resuming, master=True):
+    """Refuses, in one line and before anything is written, an out_dir that cannot be written to, one that another
+    run is using, and a fresh run in an out_dir that already holds a run (it would overwrite it). Takes the
+    out_dir's lock and puts a checkpoint killed mid-save back in order. Returns the checkpoint dir."""
     try:  # an unwritable or invalid out_dir: one line here rather than a traceback at the first write
         os.makedirs(out_dir, exist_ok=True)
         tempfile.TemporaryFile(dir=out_dir).close()
     except (OSError, ValueError) as e:
         raise SystemExit(f"cannot write to out_dir={out_dir!r} ({getattr(e, 'strerror', None) or e}): give another one")
+    if master:  # under torchrun rank 0 holds the lock for all
+        lock_out_dir(out_dir)
     ckpt_dir = os.path.join(out_dir, "ckpt")
     if not resuming and any(os.path.exists(p) for p in (ckpt_dir, ckpt_dir + ".old",
                                                         os.path.join(out_dir, "final_eval.json"))):
         raise SystemExit(f"{out_dir} already holds a run: continue it with --init_from=resume, or start over "
                          f"in a new --out_dir (or delete {ckpt_dir} and {out_dir}/final_eval.json first)")
+    if master:
+        recover(ckpt_dir)
     return ckpt_dir
 
 
@@ -34,28 +73,62 @@ def check_out_dir(out_dir, resuming):
 def load_state(ckpt_dir):
     """The checkpoint's state.pt: step, optimizer, python_rng, rng (per rank), config, ref_source."""
     path = os.path.join(ckpt_dir, "state.pt")
-    if not os.path.exists(path) and os.path.exists(ckpt_dir + ".old"):
-        os.replace(ckpt_dir + ".old", ckpt_dir)  # killed between the two renames of save_checkpoint
+    if not os.path.exists(path) and os.path.exists(os.path.join(ckpt_dir + ".old", "state.pt")):
+        path = os.path.join(ckpt_dir + ".old", "state.pt")  # killed between the two renames: recover() fixes it
     if not os.path.exists(path):
         raise SystemExit(f"init_from='resume' but there is no checkpoint in {ckpt_dir}")
-    return torch.load(path, weights_only=False)
+    try:
+        return torch.load(path, weights_only=False)
+    except Exception as e:  # truncated or not a torch file
+        raise SystemExit(f"cannot read {path} ({type(e).__name__}: {str(e).splitlines()[0][:120]}): the checkpoint "
+                         f"is damaged; start over in a new --out_dir")
+
+
+# settings a resumed run cannot change: the data it trains on, the model and its adapter, what step 0 evaluated
+FIXED_AT_RESUME = ("task", "dataset", "n_problems", "data_seed", "val_problems", "cd_sizes", "cd_min_num",
+                   "cd_max_num", "cd_max_target", "cd_min_solutions", "cd_target", "template", "base_seed",
+                   "warmstart_steps", "warmstart_hint_frac", "lora_rank", "lora_alpha", "lora_target_modules",
+                   "eval_split", "eval_problems", "final_eval_n")
+
+
+def _same(saved, text):  # a saved setting against its --key=value text
+    try:
+        return saved == type(saved)(literal_eval(text)) if not isinstance(saved, str) else saved == text
+    except (ValueError, SyntaxError, TypeError):
+        return False
 
 
 def saved_settings(state, argv):
     """The resumed run's own settings, except those given again on the command line (they win) and the
-    device and dtype, which are this machine's."""
-    keep = {a[2:].partition("=")[0] for a in argv if a.startswith("--")} | {"init_from", "device", "dtype"}
-    return {k: v for k, v in state["config"].items() if k not in keep}
+    device and dtype, which are this machine's. A change the checkpoint cannot honour (FIXED_AT_RESUME) is
+    one line listing every one of them."""
+    given = {a[2:].partition("=")[0]: a[2:].partition("=")[2] for a in argv if a.startswith("--")}
+    saved = state["config"]
+    changed = [f"{k} ({saved[k]!r} -> {given[k]})" for k in FIXED_AT_RESUME
+               if k in given and k in saved and not _same(saved[k], given[k])]
+    if changed:
+        raise SystemExit(f"a resumed run cannot change {', '.join(changed)}: drop them, or start a new --out_dir")
+    keep = set(given) | {"init_from", "device", "dtype"}
+    return {k: v for k, v in saved.items() if k not in keep}
 
 
 def save_checkpoint(ckpt_dir, model, tokenizer, state, weights=None):
     """save_pretrained (with LoRA, the adapter only) + state.pt, written to a temp dir and swapped in with
-    renames, so a run killed at any moment leaves the previous complete checkpoint (or the new one).
+    renames, so a run killed at any moment leaves the previous complete checkpoint (or the new one; recover()
+    tidies up). A full disk is one line, and its partial files are removed.
     weights: the model's full state dict when the model itself holds only shards (FSDP, parallel.full_state)."""
     tmp, old = ckpt_dir + ".tmp", ckpt_dir + ".old"
     shutil.rmtree(tmp, ignore_errors=True)
-    save_policy(model, tokenizer, tmp, weights)
-    torch.save(state, os.path.join(tmp, "state.pt"))
+    try:
+        save_policy(model, tokenizer, tmp, weights)
+        torch.save(state, os.path.join(tmp, "state.pt"))
+    except (OSError, RuntimeError) as e:  # ENOSPC comes as OSError, or from torch.save as a RuntimeError
+        shutil.rmtree(tmp, ignore_errors=True)
+        reason = getattr(e, "strerror", None) or str(e).splitlines()[0][:100]
+        raise SystemExit(f"cannot write the checkpoint of step {state['step']} to {tmp} ({reason}; a full disk?): "
+                         f"the previous checkpoint in {ckpt_dir} is intact; free space and resume with "
+                         f"--init_from=resume")
+    shutil.rmtree(old, ignore_errors=True)  # a leftover of a kill after the last save's second rename
     if os.path.exists(ckpt_dir):
         os.replace(ckpt_dir, old)
     os.replace(tmp, ckpt_dir)
@@ -94,10 +167,27 @@ def start_log(path, resumed_step=None):
     if resumed_step is None:
         open(path, "w").close()
     elif os.path.exists(path):
-        with open(path) as f:
-            records = [json.loads(line) for line in f]
+        records = read_log(path, note=print)
         with open(path, "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in records if r.get("step", r.get("eval_step")) <= resumed_step)
+
+
+def read_log(path, note=None):
+    """The records of a metrics log. A last line cut short (a kill or a full disk while it was written) is
+    dropped, with a note; a damaged line before it is one line naming it."""
+    with open(path) as f:
+        *whole, last = f.read().split("\n")  # last: '' when the file ends with a complete line
+    records = []
+    for i, line in enumerate(whole):
+        try:
+            records.append(json.loads(line)) if line.strip() else None
+        except json.JSONDecodeError:
+            raise SystemExit(f"{path} line {i + 1} is not a JSON record: fix or delete that line")
+    try:
+        records += [json.loads(last)] if last.strip() else []
+    except json.JSONDecodeError:
+        (note or print)(f"{path}: its last line was cut short ({len(last)} characters) and is left out")
+    return records
 
 
 def log_record(path, record, wandb=None):
@@ -114,5 +204,4 @@ def log_record(path, record, wandb=None):
 
 def find_eval(path, eval_step, n):
     """The logged evaluation at eval_step with n samples per problem, or None (also for a resumed run)."""
-    with open(path) as f:
-        return next((r for r in map(json.loads, f) if r.get("eval_step") == eval_step and r["n"] == n), None)
+    return next((r for r in read_log(path) if r.get("eval_step") == eval_step and r["n"] == n), None)

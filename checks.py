@@ -2,9 +2,15 @@
 train.py's config checks: every setting against its range, before anything is written, so that a typo or a
 bad value costs one readable line and no half-made run directory.
 """
+import os
 from types import SimpleNamespace
 
+import torch
+
 import loss
+from model import SHIPPED_BASE
+
+BASES = os.path.dirname(SHIPPED_BASE)
 
 ALGOS = ("grpo", "dr-grpo", "ds-grpo", "entropy-bonus", "entropy-penalty", "20-entropy", "stapo", "ict", "dasd")
 INF = float("inf")  # `0 < x < INF` also refuses nan and inf
@@ -31,6 +37,9 @@ def check(cfg):
         ("lr", 0 < c.lr < INF, "> 0"),
         ("max_steps", c.max_steps >= 0, ">= 0 (0: evaluate only)"),
         ("warmstart_steps", c.warmstart_steps >= 1, ">= 1"),
+        ("base_seed", c.init_from != "tiny" or os.path.isdir(SHIPPED_BASE.format(c.base_seed)),
+         f"one of the shipped bases {sorted(int(d[4:]) for d in os.listdir(BASES) if d[4:].isdigit())} (assets/base)"),
+        ("dynamic_max_draws", c.dynamic_max_draws >= 1, ">= 1"),
         ("group_size", c.group_size >= 2, ">= 2 (group-relative advantages)"),
         *((k, getattr(c, k) >= 1, ">= 1") for k in ("prompts_per_step", "micro_batch_size", "max_new_tokens", "eval_n",
                                                   "final_eval_n", "eval_batch_rows", "eval_problems", "n_problems",
@@ -50,6 +59,11 @@ def check(cfg):
          "in [0, 1], or -1 (auto)"),
         ("val_problems", c.val_problems >= 0, ">= 0"),
         ("cd_min_num", 1 <= c.cd_min_num <= c.cd_max_num, f"in 1..cd_max_num={c.cd_max_num}"),
+        ("cd_sizes", all(k.strip() in ("2", "3", "4") for k in c.cd_sizes.split(",")), "sizes from 2 to 4 like '4' or "
+         "'3,4': the solver takes about 1 s for one 5-number problem and 13 s for a 6-number one, hours for a data set"),
+        ("device", c.device.split(":")[0] in ("cpu", "cuda", "mps"), "'cpu', 'cuda' or 'mps'"),
+        ("device", not c.device.startswith("cuda") or torch.cuda.is_available(), "'cpu' on this machine: torch sees "
+         "no CUDA GPU"),
         *((k, getattr(c, k) >= 1, ">= 1") for k in ("cd_max_target", "cd_min_solutions")),
     ]
     for key, ok, need in ranges:

@@ -30,6 +30,8 @@ import time
 import numpy as np
 
 import stats
+from checkpoint import read_log
+from checks import ALGOS
 from configurator import configure
 
 # ----------------------------------------------------------------------------- config
@@ -72,11 +74,16 @@ ALPHAS, BETAS = ([float(x) for x in alphas.split(",")], [float(x) for x in betas
     else ([], [])
 COEFS = [float(x) for x in bonus_coefs.split(",")] if bonus_coefs else []
 STEPS = {m: int(n) for m, n in (p.split(":") for p in method_steps.split(",") if p)}
+unknown = [m for m in METHODS + [x for p in PAIRS for x in p] + list(STEPS) if m not in METHOD_ARGS and m not in ALGOS]
+if unknown or any(len(p) != 2 or p[0] not in METHODS or p[1] not in METHODS for p in PAIRS):  # before hours of runs
+    raise SystemExit(f"--methods, --pairs and --method_steps take names of {sorted(METHOD_ARGS)} or train.py algos "
+                     f"{list(ALGOS)}, and pairs a:b of the given methods; got methods={methods!r} pairs={pairs!r}"
+                     + (f" (unknown: {sorted(set(unknown))})" if unknown else ""))
 if "dasd" in METHODS and "--warmstart_hint_frac=" not in train_args:  # one base for all, and DASD's needs hints
     raise SystemExit("--methods has dasd: add --train_args=--warmstart_hint_frac=0.5, so that every method starts "
                      "from the hinted warm start that DASD's teacher needs")
 KS = [k for k in (1, 16, 64, 256) if k <= eval_n]
-common = [f"--max_steps={max_steps}", f"--warmstart_steps={warmstart_steps}", f"--val_problems={sweep_problems}",
+common = ["--init_from=scratch", f"--max_steps={max_steps}", f"--warmstart_steps={warmstart_steps}", f"--val_problems={sweep_problems}",
           f"--eval_interval={max_steps}", f"--ckpt_interval={ckpt_every}", f"--log_interval={max(max_steps // 5, 1)}",
           "--eval_at_start=False", *(["--n_problems=500", "--prompts_per_step=4", "--group_size=4"] if quick else []),
           *train_args.split()]
@@ -121,8 +128,7 @@ def finished(name, n):
     path = os.path.join(out_dir, name, "final_eval.json")
     if not os.path.exists(path):
         return False
-    with open(path) as f:
-        old = json.load(f)["n"]
+    old = read_json(path)["n"]
     if old != n:
         os.replace(path, os.path.join(out_dir, name, f"final_eval_n{old}.json"))
     return old == n
@@ -139,7 +145,7 @@ def run_jobs(todo, t0, n):
         while todo and len(running) < jobs:
             name, extra = todo.pop(0)
             run_dir = os.path.join(out_dir, name)
-            if not os.path.exists(os.path.join(run_dir, warm)):
+            if warm and not os.path.exists(os.path.join(run_dir, warm)):
                 shutil.copytree(os.path.join(base, warm), os.path.join(run_dir, warm))
             resume = ["--init_from=resume"] if os.path.exists(os.path.join(run_dir, "ckpt")) else []
             cmd = [sys.executable, "train.py", f"--out_dir={run_dir}", *common, *extra, *resume]
@@ -159,11 +165,19 @@ def run_jobs(todo, t0, n):
         raise SystemExit(f"runs failed: {failed}; see {out_dir}/<run>/train.log (re-run to resume)")
 
 
+def read_json(path):
+    """A run's final_eval.json; a damaged one (a kill while it was written) is one line saying what to do."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"{path} is damaged ({e.msg}, line {e.lineno}): delete it and run compare.py again, which "
+                         f"evaluates that run again from its final checkpoint")
+
+
 def load_run(name):
-    with open(os.path.join(out_dir, name, "final_eval.json")) as f:
-        res = json.load(f)
-    with open(os.path.join(out_dir, name, "metrics.jsonl")) as f:
-        records = [json.loads(line) for line in f]
+    res = read_json(os.path.join(out_dir, name, "final_eval.json"))
+    records = read_log(os.path.join(out_dir, name, "metrics.jsonl"))
     steps = [r for r in records if "step" in r]
     seconds = sum(r["time_rollout"] + r["time_reward"] + r["time_train"] for r in steps) + sum(
         r["eval_time"] for r in records if "eval_step" in r)  # the run's own time, whatever else ran

@@ -5,6 +5,7 @@ runs the config file (plain Python assignments) and then the --key=value pairs. 
 already exist and keep its type (an int may become a float; a bare --flag sets a bool to True);
 anything else is a one-line error.
 """
+import traceback
 from ast import literal_eval
 
 
@@ -28,9 +29,15 @@ def configure(cfg, argv):
             scope = {}
             try:
                 with open(arg) as f:
-                    exec(f.read(), {}, scope)  # the user's own config file, not untrusted input
+                    code = compile(f.read(), arg, "exec")  # errors then name the file, not <string>
+                exec(code, {}, scope)  # the user's own config file, not untrusted input
             except OSError as e:
                 raise SystemExit(f"cannot read config file {arg!r}: {e.strerror}")
+            except SyntaxError as e:
+                raise SystemExit(f"config file {arg}, line {e.lineno}: {e.msg}")
+            except Exception as e:  # 1/0, a NameError, ...: the line of the file it came from
+                line = next((t.lineno for t in reversed(traceback.extract_tb(e.__traceback__)) if t.filename == arg), "?")
+                raise SystemExit(f"config file {arg}, line {line}: {type(e).__name__}: {e}")
             for key, value in scope.items():
                 if not key.startswith("_"):
                     cfg[key] = keys[key] = _check(keys, key, value, arg)

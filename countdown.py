@@ -216,6 +216,9 @@ def train_test_split(problems, test_fraction=0.1):
     return train, test
 
 
+MAX_NUMBER = 10 ** 6 - 1  # reward.MAX_DIGITS: an answer may not hold a larger number, so no row may need one
+
+
 def load_countdown_hf(name="Jiayi-Pan/Countdown-Tasks-3to4", split="train", limit=None):
     """The public Countdown-Tasks-3to4 data (needs the network, or a local `datasets` cache).
     Rows are checked: a row without integer 'nums' and 'target' is a one-line error."""
@@ -223,7 +226,8 @@ def load_countdown_hf(name="Jiayi-Pan/Countdown-Tasks-3to4", split="train", limi
         import datasets
     except ImportError:
         raise SystemExit("loading a hub dataset needs `pip install datasets`")
-    rows = datasets.load_dataset(name, split=split)
+    from math_task import hub_rows
+    rows = hub_rows(name, None, split)
     problems = []
     for i, row in enumerate(rows):
         if limit is not None and i >= limit:
@@ -233,6 +237,9 @@ def load_countdown_hf(name="Jiayi-Pan/Countdown-Tasks-3to4", split="train", limi
                 and all(isinstance(x, int) for x in nums)):
             raise ValueError(f"{name}[{split}] row {i}: need integer list 'nums' and integer "
                              f"'target', got nums={nums!r} target={target!r}")
+        if not (all(1 <= x <= MAX_NUMBER for x in nums) and 0 <= target <= MAX_NUMBER and len(nums) <= 6):
+            raise ValueError(f"{name}[{split}] row {i}: nums={nums!r} target={target!r} is out of range (at most 6 "
+                             f"numbers in 1..{MAX_NUMBER}, a target in 0..{MAX_NUMBER}): the reward could never score it")
         problems.append({"nums": list(nums), "target": target})
     return problems
 

@@ -5,6 +5,8 @@ the embedded character-level model). A problem is {'question', 'answer'}, both s
 is scored by reward.math_reward.
 """
 import hashlib
+import math
+import os
 import random
 import re
 
@@ -54,6 +56,8 @@ def to_problem(row, spec, name, index):
     question, answer = row.get(q_field), row.get(a_field)
     if not isinstance(question, str) or not question.strip():
         raise ValueError(f"{name} row {index}: missing or empty field {q_field!r}")
+    if isinstance(answer, float) and not math.isfinite(answer):
+        raise ValueError(f"{name} row {index}: field {a_field!r} is {answer}, which no answer can equal")
     if isinstance(answer, (int, float)) and not isinstance(answer, bool):
         answer = str(int(answer) if float(answer).is_integer() else answer)  # aimo-validation-amc: 142.0
     if not isinstance(answer, str) or not answer.strip():
@@ -62,11 +66,35 @@ def to_problem(row, spec, name, index):
         if "####" not in answer:
             raise ValueError(f"{name} row {index}: no '#### <answer>' in field {a_field!r}")
         answer = answer.rsplit("####", 1)[1].replace(",", "")
+        if not re.fullmatch(r"\s*-?\d+(\.\d+)?\s*", answer):  # GSM8K's answers are numbers: '#### five' never scores
+            raise ValueError(f"{name} row {index}: the answer after '####' is {answer.strip()!r}, not a number")
     elif spec.get("extract") == "boxed":
         answer = last_boxed(answer)
         if not answer:
             raise ValueError(f"{name} row {index}: no \\boxed{{...}} answer in field {a_field!r}")
     return {"question": question.strip(), "answer": answer.strip()}
+
+
+def hub_rows(path, config, split):
+    """datasets.load_dataset, with every way it fails as one line: a hub set that is not in the local cache while
+    the hub cannot be reached, an empty, cut-short or garbage file in a local copy, a split it does not have."""
+    import datasets
+    quiet = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its own error logs would precede our one line
+    try:
+        rows = datasets.load_dataset(path, config, split=split)
+    except Exception as e:  # ConnectionError, FileNotFoundError, DatasetGenerationError, ArrowInvalid, ...
+        e = e.__cause__ or e  # DatasetGenerationError wraps what the file reader said
+        cause = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+        fix = ("check its files: one may be empty, cut short or not a data file" if os.path.isdir(path) else
+               "Offline, a hub set must be in the datasets cache (load it once with the network) or a local "
+               "directory laid out as its hub repository (give its path)")
+        raise SystemExit(f"cannot load the data set {path!r} split {split!r} ({cause}): {fix}")
+    finally:
+        datasets.logging.set_verbosity(quiet)
+    if len(rows) == 0:
+        raise SystemExit(f"the data set {path!r} split {split!r} has no rows")
+    return rows
 
 
 def load_math(name, split=None, limit=None, path=None):
@@ -81,7 +109,7 @@ def load_math(name, split=None, limit=None, path=None):
         raise SystemExit("loading a hub dataset needs `pip install datasets`")
     spec = HUB_DATASETS[name]
     split = split or spec["split"]
-    rows = datasets.load_dataset(path or spec["path"], spec.get("config"), split=split)
+    rows = hub_rows(path or spec["path"], spec.get("config"), split)
     problems = []
     for i, row in enumerate(rows):
         if limit is not None and i >= limit:

@@ -3,11 +3,22 @@ The policy: loading any Hugging Face causal LM and its tokenizer, the embedded t
 (a Llama-shaped model with a character-level tokenizer; its supervised warm start is warmstart.py),
 optional LoRA adapters (peft), and per-token log-probs / entropies.
 """
+import json
 import os
+import warnings
 
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
+
+# transformers' own progress bars (loading, writing shards) and a deprecation notice of the cache argument would
+# interleave with the run's bar; requirements.txt bounds transformers below the version that drops it
+warnings.filterwarnings("ignore", message=".*past_key_values.*deprecated", category=FutureWarning)
+try:
+    from transformers.utils import logging as _hf_logging
+    _hf_logging.disable_progress_bar()
+except ImportError:
+    pass
 
 # ----------------------------------------------------------------------------- tokenizer
 SPECIAL = ["<pad>", "<bos>", "<eos>", "<unk>"]
@@ -39,6 +50,32 @@ def tiny_model(tokenizer, n_layer=4, n_embd=128, n_head=4, block_size=128):
 
 
 # ----------------------------------------------------------------------------- loading
+# The shipped tiny bases (base.py made them, assets/base/README.md measures them): init_from='tiny' loads one
+SHIPPED_BASE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "base", "seed{}")
+
+
+def file_sha256(path):
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_manifest(path):
+    """A directory with a manifest.json (a shipped base) must hold the weights the manifest names: a checkout
+    that lost or changed them (git-lfs pointer, a partial copy, an edited file) is one line, not a quietly
+    different model."""
+    with open(os.path.join(path, "manifest.json")) as f:
+        want = json.load(f)["sha256"]
+    weights = os.path.join(path, "model.safetensors")
+    got = file_sha256(weights) if os.path.exists(weights) else "missing"
+    if got != want:
+        raise SystemExit(f"{weights} does not match its manifest (sha256 {got[:12]} != {want[:12]}): restore it "
+                         f"with `git checkout -- {path}`, or rebuild it with base.py (see {path}/manifest.json)")
+
+
 def load_policy(name_or_path, device="cpu", dtype=torch.float32):
     """Any AutoModelForCausalLM and its tokenizer, by hub name or local path. Tokenizers without a
     pad token get EOS as pad; padding is on the left, which batched generation needs. A LoRA
@@ -49,15 +86,24 @@ def load_policy(name_or_path, device="cpu", dtype=torch.float32):
     if name_or_path.startswith((".", "/")) and not os.path.isdir(name_or_path):
         raise SystemExit(f"model path {name_or_path!r} does not exist: give a local directory "
                          f"with config.json or a hub name like 'Qwen/Qwen2.5-0.5B-Instruct'")
+    if os.path.exists(os.path.join(name_or_path, "manifest.json")):
+        verify_manifest(name_or_path)
     if os.path.exists(os.path.join(name_or_path, "adapter_config.json")):
         from peft import PeftConfig, PeftModel
         model, tokenizer = load_policy(PeftConfig.from_pretrained(name_or_path).base_model_name_or_path, device, dtype)
         return PeftModel.from_pretrained(model, name_or_path).merge_and_unload(), tokenizer
+    tokenizer_files = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+    if os.path.isdir(name_or_path) and not any(os.path.exists(os.path.join(name_or_path, f)) for f in tokenizer_files):
+        raise SystemExit(f"{name_or_path} has no tokenizer files ({', '.join(tokenizer_files[:2])}): copy them from "
+                         f"the model it was trained from")
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, padding_side="left")
         model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype).to(device)
     except OSError as e:  # not found locally and no network: keep HF's reason, drop the traceback
         raise SystemExit(f"could not load {name_or_path!r}: {str(e).splitlines()[0]}")
+    except Exception as e:  # a truncated or corrupt weights or config file (safetensors and json have their own errors)
+        raise SystemExit(f"could not load {name_or_path!r} ({type(e).__name__}: {str(e).splitlines()[0][:120]}): a "
+                         f"truncated or corrupt file? Copy it again from where it came from")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.generation_config.pad_token_id = tokenizer.pad_token_id

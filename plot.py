@@ -6,9 +6,10 @@ KL(pi_old || pi_theta) per step, and the pass@k curve of every evaluation.
   python plot.py out/                 # writes out/curves.png
   python plot.py out/grpo grpo.png    # any run directory, any output path
 """
-import json
 import os
 import sys
+
+from checkpoint import read_log
 
 # (title, the step records' keys drawn in it, the evaluation records' keys drawn as markers)
 PANELS = [
@@ -25,8 +26,7 @@ def read_metrics(out_dir):
     path = os.path.join(out_dir, "metrics.jsonl")
     if not os.path.exists(path):
         raise SystemExit(f"no metrics.jsonl in {out_dir!r}: give the out_dir of a train.py run")
-    with open(path) as f:
-        records = [json.loads(line) for line in f if line.strip()]
+    records = read_log(path)  # a last line cut short by a kill is left out, with a note
     return [r for r in records if "step" in r], [r for r in records if "eval_step" in r]
 
 
@@ -67,8 +67,12 @@ def plot(out_dir, path=None):
     fig.suptitle(out_dir)
     fig.tight_layout()
     path = path or os.path.join(out_dir, "curves.png")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        fig.savefig(path, dpi=100)
+    except OSError as e:  # a read-only or missing directory
+        raise SystemExit(f"cannot write {path!r} ({e.strerror}): give a writable path as the second argument")
+    finally:
+        plt.close(fig)
     return path
 
 

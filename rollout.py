@@ -229,3 +229,51 @@ def rollout(model, tokenizer, prompts, G, max_new_tokens, temperature=1.0, logpr
     model.train(was_training)
     texts = tokenizer.batch_decode(response_ids, skip_special_tokens=True)
     return Rollout(input_ids, attention_mask, response_mask, old_logp, entropy, truncated, texts, n_prompt)
+
+
+def join_groups(rollouts, keep, G, pad_id):
+    """One Rollout of the kept groups of several (dynamic sampling draws prompts again until enough groups are
+    informative). keep[j]: the group indices kept of rollouts[j]. Prompts are left-padded and responses
+    right-padded to the longest of them, so positions (from the attention mask) and log-probs are unchanged."""
+    P = max(ro.n_prompt for ro in rollouts)
+    T = max(ro.response_mask.shape[1] for ro in rollouts)
+    parts = {k: [] for k in ("input_ids", "attention_mask", "response_mask", "old_logp", "entropy", "truncated")}
+    texts = []
+    for ro, groups in zip(rollouts, keep):
+        rows = torch.tensor([g * G + i for g in groups for i in range(G)], dtype=torch.long,
+                            device=ro.input_ids.device)
+        left, right = P - ro.n_prompt, T - ro.response_mask.shape[1]
+        pad = torch.nn.functional.pad
+        parts["input_ids"].append(pad(ro.input_ids[rows], (left, right), value=pad_id))
+        parts["attention_mask"].append(pad(ro.attention_mask[rows], (left, right)))
+        parts["response_mask"].append(pad(ro.response_mask[rows], (0, right)))
+        for k in ("old_logp", "entropy"):  # None when the rollout skipped its log-prob pass
+            parts[k].append(None if getattr(ro, k) is None else pad(getattr(ro, k)[rows], (0, right)))
+        parts["truncated"].append(ro.truncated[rows])
+        texts += [ro.texts[r] for r in rows.tolist()]
+    joined = {k: None if any(v is None for v in vs) else torch.cat(vs) for k, vs in parts.items()}
+    return Rollout(**joined, texts=texts, n_prompt=P)
+
+
+def dynamic_sample(draw, sample, n_groups, G, max_draws, pad_id):
+    """DAPO's dynamic sampling: a group whose rewards are all equal has zero advantage, so no GRPO signal. It is
+    dropped, and draw() gives more problems, sample(problems) -> (Rollout, rewards (len * G,)) their groups, until
+    n_groups groups are informative or max_draws draws are spent; at the bound the step goes on with what it has
+    (all of the last draw if nothing was informative). Returns (problems, Rollout, rewards, log): the kept groups
+    in the order drawn, and the prompts drawn, the groups kept and whether the bound was hit, for the step's log."""
+    rollouts, keep, kept, kept_rewards, drawn = [], [], [], [], 0
+    for _ in range(max_draws):
+        problems = draw()
+        ro, rewards = sample(problems)
+        drawn += len(problems)
+        by_group = rewards.view(-1, G)  # (len(problems), G)
+        informative = [g for g in range(len(problems)) if by_group[g].min() < by_group[g].max()]
+        informative = informative[:n_groups - len(kept)]
+        rollouts.append(ro), keep.append(informative), kept_rewards.append(by_group[informative].reshape(-1))
+        kept += [problems[g] for g in informative]
+        if len(kept) == n_groups:
+            break
+    log = {"prompts_drawn": drawn, "groups_kept": len(kept), "draw_bound_hit": float(len(kept) < n_groups)}
+    if not kept:
+        return problems, ro, rewards, log
+    return kept, join_groups(rollouts, keep, G, pad_id), torch.cat(kept_rewards), log

@@ -14,6 +14,13 @@ def load(task, dataset, n_problems, seed=0, regime=None):
     `regime`: the knobs of countdown.generate_problems (problem sizes, number and target ranges, ...).
     math: 'generated' (offline word problems) or a name in math_task.HUB_DATASETS, whose default split
     is the test set; only 'gsm8k' and 'math' have a train split to learn from."""
+    try:
+        return _load(task, dataset, n_problems, seed, regime)
+    except ValueError as e:  # a malformed row: the loaders name the set, the row and the field
+        raise SystemExit(str(e))
+
+
+def _load(task, dataset, n_problems, seed, regime):
     if task == "countdown":
         return countdown.load_problems(dataset, n_problems, seed, **(regime or {}))
     if task != "math":

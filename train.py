@@ -46,15 +46,17 @@ import tasks
 import update
 from configurator import configure
 from eval import evaluate, format_start_vs_final, format_table, merge_results
-from model import add_lora, load_policy, response_logprobs
-from rollout import rollout
+from model import SHIPPED_BASE, add_lora, load_policy, response_logprobs
+from rollout import dynamic_sample, rollout
 from warmstart import warm_start
 
 # ----------------------------------------------------------------------------- config
 # I/O
 out_dir = "out"
-init_from = "tiny"  # 'tiny' (embedded default, warm-started on first use), 'resume', or a HF name/path
-warmstart_steps = 1500  # supervised steps of the tiny model's warm start (cached in out/warmstart_<task>)
+init_from = "tiny"  # 'tiny' (the shipped base, assets/base), 'scratch' (a warm start of the tiny model built
+#                     here and cached in out/warmstart_<task>), 'resume', or a HF name/path
+base_seed = 0  # which shipped base 'tiny' loads: assets/base/seed<base_seed> (0 or 1, trained alike)
+warmstart_steps = 1500  # 'scratch': supervised steps of the tiny model's warm start
 warmstart_hint_frac = -1.0  # share of warm-start prompts with a hint (DASD's teacher must learn to use one; cached
 #                             in out/warmstart_<task>_hint<frac>); -1: 0.5 for algo 'dasd', else 0 (the plain one)
 eval_interval = 50  # steps between evaluations (and at the end)
@@ -91,6 +93,8 @@ beta = 0.0  # gamma_n in DS-Eq.6: penalty on incorrect responses; 0 was chosen o
 ds_form = "seq"  # where the DS term goes: 'seq' (default), 'token' or 'reward' (see loss.advantages)
 max_steps = 200
 prompts_per_step = 16
+dynamic_sampling = False  # DAPO: drop groups whose rewards are all equal, draw prompts again to fill the step
+dynamic_max_draws = 4  # dynamic_sampling: at most this many draws of prompts_per_step prompts per step
 group_size = 16  # G, responses per prompt: 16 so that most groups are mixed at the warm start's accuracy
 max_new_tokens = 32
 temperature = 1.0  # sampling temperature for training and evaluation
@@ -140,9 +144,11 @@ checks.check(config)  # every setting in its range, before anything is written (
 hint_frac = (0.5 if algo == "dasd" else 0.0) if warmstart_hint_frac == -1 else warmstart_hint_frac
 if state and max_steps < state["step"]:
     raise SystemExit(f"max_steps={max_steps} is before the checkpoint's step {state['step']}: give a later one")
+if dynamic_sampling and ddp:  # each rank would draw again on its own, and the shared prompt sampler would diverge
+    raise SystemExit("dynamic_sampling runs in one process: drop it, or run without torchrun")
 if prompts_per_step % world:
     raise SystemExit(f"prompts_per_step={prompts_per_step} must be a multiple of the {world} torchrun processes")
-ckpt_dir = checkpoint.check_out_dir(out_dir, resuming=init_from == "resume")
+ckpt_dir = checkpoint.check_out_dir(out_dir, resuming=init_from == "resume", master=master)
 rng = random.Random(seed)  # draws the global batch of training prompts: the same on every rank
 ctx = (torch.autocast(device_type=device.split(":")[0], dtype=getattr(torch, dtype))
        if dtype != "float32" else nullcontext())
@@ -167,8 +173,10 @@ log(f"{len(train_set)} train, {len(val_set)} validation, {len(test_set)} test pr
 if task == "countdown":
     log(countdown.format_regime_stats(countdown.regime_stats(train_set)))
 
-start_step, policy_source = 0, init_from
-if init_from == "tiny":
+start_step, policy_source, rollouts_done = 0, init_from, 0
+if init_from == "tiny" and task == "countdown" and not hint_frac:  # the shipped base: no warm start here
+    policy_source = SHIPPED_BASE.format(base_seed)
+elif init_from in ("tiny", "scratch"):  # math, or DASD's base that learned hints: built here, once per out_dir
     policy_source = os.path.join(out_dir, f"warmstart_{task}" + (f"_hint{hint_frac:g}" if hint_frac else ""))
     if master and not os.path.exists(os.path.join(policy_source, "config.json")):  # learns generated data
         sft_set = (train_set if dataset == "generated"
@@ -200,6 +208,7 @@ if state:
     for group in optimizer.param_groups:  # the saved hyperparameters would otherwise win over this run's
         group.update(lr=lr, weight_decay=weight_decay, betas=betas)
     start_step = state["step"]
+    rollouts_done = state.get("rollouts", start_step * prompts_per_step * group_size)
     checkpoint.restore_rng(state, rng, rank, world, seed, device)  # the prompt sampler and this rank's stream
     log(f"resumed from {ckpt_dir} at step {start_step}")
 ref_source = state["ref_source"] if state else policy_source
@@ -229,6 +238,28 @@ def run_eval(step, n):
     return res
 
 
+def draw_prompts():
+    """The step's prompts: the global batch from the shared sampler, this rank's share of whole groups."""
+    batch = rng.sample(train_set, prompts_per_step)
+    return batch[rank * prompts_per_step // world:(rank + 1) * prompts_per_step // world]
+
+
+def sample_and_score(batch):
+    """G responses for each problem of batch (groups are contiguous rows) and their rewards (B,)."""
+    prompts = [tasks.prompt(task, p, template, tokenizer) for p in batch]
+    with ctx, parallel.whole(trained):  # on_policy: no pi_old pass, ro.old_logp / ro.entropy come from step 4
+        ro = rollout(model, tokenizer, prompts, group_size, max_new_tokens, temperature, micro_batch_size, compile,
+                     logprobs=not on_policy)
+    t = time.time()
+    problems = [p for p in batch for _ in range(group_size)]
+    rewards = torch.tensor([tasks.reward(task, y, p) for y, p in zip(ro.texts, problems)], device=device)  # (B,)
+    time_reward[0] += time.time() - t
+    return ro, rewards
+
+
+time_reward = [0.0]  # the reward's share of a step's sampling time, for the log
+
+
 # ----------------------------------------------------------------------------- training loop
 if start_step == 0 and init_from != "resume" and eval_at_start and max_steps > 0:
     run_eval(0, final_eval_n)  # the starting policy, at the final evaluation's n: printed beside the trained one
@@ -236,21 +267,18 @@ model.train()
 bar = tqdm(range(start_step, max_steps), initial=start_step, total=max_steps, desc=algo, dynamic_ncols=True,
            disable=not master)
 for step in bar:
-    # 1. rollout: G responses for each of the step's prompts (groups are contiguous rows)
+    # 1-2. rollout and reward: G responses for each of the step's prompts (groups are contiguous rows), and their
+    #      rewards r_i in {0, FORMAT_SCORE, 1} (Countdown) or {0, 1} (math); "correct" means r_i = 1
     t0 = time.time()
-    batch = rng.sample(train_set, prompts_per_step)  # the global batch; this rank's share of whole groups:
-    batch = batch[rank * prompts_per_step // world:(rank + 1) * prompts_per_step // world]
-    prompts = [tasks.prompt(task, p, template, tokenizer) for p in batch]
-    with ctx, parallel.whole(trained):  # on_policy: no pi_old pass, ro.old_logp / ro.entropy come from step 4
-        ro = rollout(model, tokenizer, prompts, group_size, max_new_tokens, temperature, micro_batch_size, compile,
-                     logprobs=not on_policy)
-    t1 = time.time()
-
-    # 2. reward: r_i in {0, FORMAT_SCORE, 1} (Countdown) or {0, 1} (math); "correct" means r_i = 1
-    problems = [p for p in batch for _ in range(group_size)]
-    rewards = torch.tensor([tasks.reward(task, t, p) for t, p in zip(ro.texts, problems)], device=device)  # (B,)
+    time_reward[0], sampling_log = 0.0, {}
+    if dynamic_sampling:  # DAPO: only groups whose rewards differ, drawing again up to dynamic_max_draws times
+        batch, ro, rewards, sampling_log = dynamic_sample(draw_prompts, sample_and_score, prompts_per_step,
+                                                          group_size, dynamic_max_draws, tokenizer.pad_token_id)
+    else:
+        batch = draw_prompts()
+        ro, rewards = sample_and_score(batch)  # (B,)
     correct = (rewards == 1.0).float()  # (B,)
-    t2 = time.time()
+    t1 = time.time()
 
     # 3. advantages (B, T) (on_policy: DS-Eq.6's term comes in step 4), the tokens that learn (weight: a keep mask
     #    for token selection, from the rollout's pi_old), the batch-level normaliser, the reference log-probs
@@ -321,12 +349,15 @@ for step in bar:
         "entropy_incorrect": (ro.entropy * tok_w).sum().item() / max(tok_w.sum().item(), 1),
         "clip_low": clip_low, "clip_high": clip_high, "kl_old": kl_old,  # fractions of tokens; mean k3 KL
         "zero_adv_groups": loss.zero_advantage_frac(rewards, group_size).item(),  # all-equal rewards: GRPO A_i = 0
-        "grad_norm": res["grad_norm"], "time_rollout": t1 - t0, "time_reward": t2 - t1, "time_train": t3 - t2,
+        "grad_norm": res["grad_norm"], "time_rollout": t1 - t0 - time_reward[0], "time_reward": time_reward[0],
+        "time_train": t3 - t1,
         **dasd_log,  # 'dasd': |dbar|, pulled / pushed shares, teacher - student gap, teacher pass time
+        **sampling_log,  # dynamic_sampling: prompts drawn, groups kept, whether the bound was hit
     }
     if ddp:  # the global batch's figures: mean over ranks (equal shares), the loss summed
         record = parallel.mean_record(record, world, device)
-    record.update(passes=res["passes"], rollouts=(step + 1) * prompts_per_step * group_size, **res["dgg"])
+    rollouts_done += sampling_log.get("prompts_drawn", prompts_per_step) * group_size  # responses sampled so far
+    record.update(passes=res["passes"], rollouts=rollouts_done, **res["dgg"])
     if device.startswith("cuda"):  # the peak memory of a config is the largest of these
         record["mem_peak_gib"] = torch.cuda.max_memory_allocated() / 2 ** 30
     log_json(record)
@@ -334,7 +365,8 @@ for step in bar:
     if (step + 1) % log_interval == 0:
         log(f"step {step + 1}: reward {record['reward']:.3f} | acc {record['accuracy']:.3f} | "
             f"entropy {record['entropy']:.3f} | len {record['response_len']:.1f} | ds {record['ds_abs']:.4f} | "
-            f"kept {record['kept_frac']:.2f} | rollout {t1 - t0:.2f}s reward {t2 - t1:.2f}s train {t3 - t2:.2f}s")
+            f"kept {record['kept_frac']:.2f} | rollout {record['time_rollout']:.2f}s "
+            f"reward {record['time_reward']:.2f}s train {t3 - t1:.2f}s")
 
     last = step + 1 == max_steps
     if (step + 1) % eval_interval == 0 and not last:
@@ -345,7 +377,7 @@ for step in bar:
         if master:
             checkpoint.save_checkpoint(ckpt_dir, model, tokenizer, {
                 "step": step + 1, "optimizer": optimizer_state, "python_rng": rng.getstate(), "rng": rank_rng,
-                "config": config, "ref_source": ref_source, "dgg": dgg_state}, weights)
+                "config": config, "ref_source": ref_source, "dgg": dgg_state, "rollouts": rollouts_done}, weights)
 bar.close()
 final = run_eval(max_steps, final_eval_n)
 if ddp:  # DDP: the ranks must hold the same parameters (same start, same summed gradients, same update)
@@ -353,8 +385,9 @@ if ddp:  # DDP: the ranks must hold the same parameters (same start, same summed
     parallel.teardown()
 if master:
     start = checkpoint.find_eval(metrics_path, 0, final["n"]) if max_steps else None  # also after a resume
-    with open(os.path.join(out_dir, "final_eval.json"), "w") as f:
+    with open(os.path.join(out_dir, "final_eval.json.tmp"), "w") as f:  # renamed when whole: a kill leaves no half
         json.dump({"algo": algo, "config": config, "world_size": world, **final, "start": start}, f, indent=2)
+    os.replace(os.path.join(out_dir, "final_eval.json.tmp"), os.path.join(out_dir, "final_eval.json"))
     if start:
         log(format_start_vs_final(start, final, max_steps))
 if master and wandb_log:

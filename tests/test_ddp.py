@@ -12,7 +12,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--warmstart_steps=30", "--max_steps=2", "--prompts_per_step=4", "--group_size=3",
+TINY = ["--init_from=scratch", "--warmstart_steps=30", "--max_steps=2", "--prompts_per_step=4", "--group_size=3",
         "--n_problems=300", "--eval_problems=5", "--eval_n=2", "--final_eval_n=4", "--max_new_tokens=12",
         "--eval_interval=1", "--ckpt_interval=1",
         "--beta=0.1"]  # DS's penalty (the default beta is 0): a step moves the weights even when every response is wrong

@@ -20,7 +20,7 @@ from test_ddp import torchrun
 from test_hf_path import CHAT_TEMPLATE, qwen_dir  # noqa: F401 (a fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--warmstart_steps=30", "--prompts_per_step=2", "--group_size=3", "--n_problems=300", "--eval_problems=3",
+TINY = ["--init_from=scratch", "--warmstart_steps=30", "--prompts_per_step=2", "--group_size=3", "--n_problems=300", "--eval_problems=3",
         "--eval_n=2", "--final_eval_n=2", "--max_new_tokens=12", "--eval_interval=100", "--ckpt_interval=1",
         "--lora_rank=4", "--lora_alpha=8", "--lr=1e-2",
         "--beta=0.1"]  # DS's penalty (the default beta is 0): a step moves the weights even when every response is wrong

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--warmstart_steps=30", "--max_steps=2", "--prompts_per_step=2", "--group_size=3",
+TINY = ["--init_from=scratch", "--warmstart_steps=30", "--max_steps=2", "--prompts_per_step=2", "--group_size=3",
         "--n_problems=300", "--eval_problems=3", "--eval_n=2", "--final_eval_n=4", "--max_new_tokens=12",
         "--eval_interval=1", "--ckpt_interval=1",
         "--beta=0.1"]  # a penalty on incorrect responses too, so DS's term is in every step (the default is 0)
@@ -186,6 +186,10 @@ def test_train_runs_under_bf16_autocast(tmp_path):
     ("--out_dir=/dev/null/x", "cannot write to out_dir='/dev/null/x' (Not a directory)"),
     ("--cd_sizes=four", "cd_sizes must be"),
     ("--val_problems=8000", "val_problems=8000 would leave none of the"),
+    ("--cd_sizes=6", "cd_sizes must be sizes from 2 to 4"),  # would solve for minutes in silence
+    ("--device=cuda", "device must be 'cpu' on this machine: torch sees no CUDA GPU"),
+    ("--base_seed=7", "base_seed must be one of the shipped bases [0, 1]"),
+    ("--dynamic_max_draws=0", "dynamic_max_draws must be >= 1"),
 ])
 def test_bad_config_is_a_one_line_error(tmp_path, arg, message):
     p = run(f"--out_dir={tmp_path}", arg, check=False)
