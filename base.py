@@ -87,8 +87,9 @@ def evaluate_base(path, n, problems):
     T = 1, as train.py evaluates (the same problems, seed and sampler)."""
     torch.manual_seed(eval_seed)
     model, tokenizer = load_policy(path)
-    return evaluate(model, tokenizer, "countdown", problems, n, 1.0, 32, "tiny", 512, progress=True,
-                    logprob_batch_size=128)
+    res = evaluate(model, tokenizer, "countdown", problems, n, 1.0, 32, "tiny", 512, progress=True,
+                   logprob_batch_size=128)
+    return {**res, "parameters": sum(p.numel() for p in model.parameters())}
 
 
 if __name__ == "__main__" and stage in ("train", "eval"):  # the manifest: how it was made, its hash, its numbers
@@ -97,7 +98,8 @@ if __name__ == "__main__" and stage in ("train", "eval"):  # the manifest: how i
     print(format_table(res))
     with open(os.path.join(out_dir, "train_info.json")) as f:
         info = json.load(f)
-    manifest = {**info, "sha256": file_sha256(os.path.join(out_dir, "model.safetensors")),
+    manifest = {**info, "parameters": res["parameters"],
+                "sha256": file_sha256(os.path.join(out_dir, "model.safetensors")),
                 "files": {name: file_sha256(os.path.join(out_dir, name)) for name in sorted(os.listdir(out_dir))
                           if name not in ("manifest.json", "train_info.json")},
                 "eval_command": f"python base.py --seed={seed} --stage=eval",

@@ -10,6 +10,7 @@ token entropy; the table is also written as JSON. train.py calls the same evalua
 """
 import json
 import math
+import os
 import sys
 
 import torch
@@ -95,20 +96,43 @@ def format_table(res):
     return "\n".join(lines)
 
 
-def format_start_vs_final(start, final, steps):
-    """Two rows side by side: the starting policy's pass@1, pass@8, pass@n and distinct correct answers,
-    and the trained policy's (evaluated with the same n)."""
-    ks = [k for k in (1, 8, final["n"]) if k in final["pass@k"]]
-    lines = [f"{'':>18}" + "".join(f"{'pass@' + str(k):>10}" for k in ks) + f"{'distinct':>10}"]
-    for name, r in (("starting policy", start), (f"after {steps} steps", final)):
+# the shipped GRPO run of the default settings (train.py prints it beside a default run: assets/default_run)
+REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "default_run", "grpo.json")
+NOT_SETTINGS = ("algo", "out_dir", "device", "dtype", "compile", "eval_batch_rows", "log_interval", "wandb_log",
+                "wandb_project", "wandb_run_name")  # what may differ from the shipped run: no effect on its numbers
+
+
+def reference_run(config):
+    """The shipped GRPO run's final evaluation when `config` is the same but for the algorithm (and settings
+    without effect on the numbers), else None: a row read from a file, printed only where it is comparable."""
+    if not os.path.exists(REFERENCE):
+        return None
+    with open(REFERENCE) as f:
+        ref = json.load(f)
+    same = all(ref["config"].get(k) == v for k, v in config.items() if k not in NOT_SETTINGS)
+    return ref if same and config.get("algo") != ref["algo"] else None
+
+
+def format_start_vs_final(start, final, steps, algo="", reference=None):
+    """Rows side by side: the starting policy's pass@1, pass@16, pass@n and distinct correct answers, the trained
+    policy's (evaluated with the same n), and a shipped reference run's (reference_run), labelled as such."""
+    ks = [k for k in (1, 16, final["n"]) if k in final["pass@k"]]
+    rows = [("starting policy", start), (f"{algo} after {steps} steps".strip(), final)]
+    if reference:
+        rows.append((f"{reference['algo']}, same settings*", reference))
+    width = max(len(name) for name, _ in rows) + 2
+    lines = [f"{'':>{width}}" + "".join(f"{'pass@' + str(k):>10}" for k in ks) + f"{'distinct':>10}"]
+    for name, r in rows:
         passk = {int(k): v for k, v in r["pass@k"].items()}  # JSON keys are strings
         distinct = "n/a" if r["distinct_correct"] is None else f"{r['distinct_correct']:.2f}"  # None: math
-        lines.append(f"{name:>18}" + "".join(f"{passk[k]:>10.4f}" for k in ks) + f"{distinct:>10}")
+        lines.append(f"{name:>{width}}" + "".join(f"{passk[k]:>10.4f}" for k in ks) + f"{distinct:>10}")
+    if reference:
+        lines.append(f"* read from {os.path.relpath(REFERENCE)} (a run made once with --algo={reference['algo']} "
+                     f"and this run's other settings; not run now)")
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    import os
     import tempfile
     from contextlib import nullcontext
     import countdown

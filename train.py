@@ -1,7 +1,7 @@
 """
 DS-GRPO, GRPO and the baselines on Countdown (or math), in one readable loop.
 
-  python train.py                                  # tiny default, CPU ok: warm start + RL + eval
+  python train.py                                  # tiny default, CPU ok: the shipped base, RL, eval
   python train.py --algo=grpo --max_steps=100      # override any constant below
   python train.py config/countdown_qwen0.5b.py     # a real HF model on a GPU
   torchrun --nproc_per_node=8 train.py config/countdown_qwen0.5b.py   # data-parallel on 8 GPUs
@@ -22,8 +22,9 @@ What is simplified, and why:
   (with one update and a method that needs nothing of pi_old before it, that pass is the training pass).
 - Each of the `ppo_epochs` updates uses the whole rollout batch (accumulated over micro-batches),
   rather than shuffled mini-batches: with the default of 1 this is exact on-policy GRPO.
-- The embedded default is a 0.9M-parameter character-level model, warm-started by supervised
-  training on solver solutions, so the whole pipeline runs offline on a laptop CPU.
+- The embedded default is a 0.9M-parameter character-level model, trained once by supervised learning
+  on solver solutions and shipped in assets/base (base.py), so the pipeline runs offline on a laptop CPU
+  with no warm start at run time (init_from='scratch' builds one here instead).
 """
 import json
 import os
@@ -45,7 +46,7 @@ import parallel
 import tasks
 import update
 from configurator import configure
-from eval import evaluate, format_start_vs_final, format_table, merge_results
+from eval import evaluate, format_start_vs_final, format_table, merge_results, reference_run
 from model import SHIPPED_BASE, add_lora, load_policy, response_logprobs
 from rollout import dynamic_sample, rollout
 from warmstart import warm_start
@@ -389,7 +390,7 @@ if master:
         json.dump({"algo": algo, "config": config, "world_size": world, **final, "start": start}, f, indent=2)
     os.replace(os.path.join(out_dir, "final_eval.json.tmp"), os.path.join(out_dir, "final_eval.json"))
     if start:
-        log(format_start_vs_final(start, final, max_steps))
+        log(format_start_vs_final(start, final, max_steps, algo, reference_run(config)))
 if master and wandb_log:
     wandb.finish()
 log(f"done: final pass@1 {final['pass@k'][1]:.4f}, checkpoint in {ckpt_dir}")
