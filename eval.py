@@ -116,7 +116,7 @@ def reference_run(config):
 def format_start_vs_final(start, final, steps, algo="", reference=None):
     """Rows side by side: the starting policy's pass@1, pass@16, pass@n and distinct correct answers, the trained
     policy's (evaluated with the same n), and a shipped reference run's (reference_run), labelled as such."""
-    ks = [k for k in (1, 16, final["n"]) if k in final["pass@k"]]
+    ks = [k for k in (1, 16, final["n"]) if k in {int(j) for j in final["pass@k"]}]  # JSON keys are strings
     rows = [("starting policy", start), (f"{algo} after {steps} steps".strip(), final)]
     if reference:
         rows.append((f"{reference['algo']}, same settings*", reference))

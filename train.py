@@ -54,8 +54,9 @@ from warmstart import warm_start
 # ----------------------------------------------------------------------------- config
 # I/O
 out_dir = "out"
-init_from = "tiny"  # 'tiny' (the shipped base, assets/base), 'scratch' (a warm start of the tiny model built
-#                     here and cached in out/warmstart_<task>), 'resume', or a HF name/path
+init_from = "tiny"  # 'tiny' (Countdown: the shipped base, assets/base; math and DASD's hinted base: as 'scratch'),
+#                     'scratch' (a warm start of the tiny model built here, cached in out/warmstart_<task>),
+#                     'resume', or a HF name/path
 base_seed = 0  # which shipped base 'tiny' loads: assets/base/seed<base_seed> (0 or 1, trained alike)
 warmstart_steps = 1500  # 'scratch': supervised steps of the tiny model's warm start
 warmstart_hint_frac = -1.0  # share of warm-start prompts with a hint (DASD's teacher must learn to use one; cached

@@ -60,3 +60,19 @@ def test_base_py_builds_a_base_from_scratch_at_a_small_size(tmp_path):
     assert manifest["sha256"] == file_sha256(out / "model.safetensors")
     assert os.path.isdir(tmp_path / "seed3_snapshots" / "step2")
     load_policy(str(out))  # the manifest's check passes
+
+
+def default_config():
+    """train.py's settings as a plain `python train.py` has them (its config block, run without the loop)."""
+    src = open(os.path.join(ROOT, "train.py")).read()
+    scope = {}
+    exec(src[:src.index("config = configure(")], scope)
+    return {k: v for k, v in scope.items() if not k.startswith("_") and type(v) in (int, float, bool, str)}
+
+
+def test_the_shipped_grpo_row_is_from_the_default_settings():
+    # the row a default run prints beside itself must come from a run of today's defaults: a changed default
+    # fails here until assets/default_run/grpo.json is made again (its command is in the file)
+    import eval as ev
+    ref = ev.reference_run(default_config())
+    assert ref is not None and ref["algo"] == "grpo" and ref["command"].startswith("python train.py --algo=grpo")

@@ -156,3 +156,24 @@ def test_eval_py_bad_input_is_one_line_before_loading(arg, message):
     p = eval_py("--ckpt=./no/such/ckpt", arg)
     assert p.returncode != 0 and "Traceback" not in p.stderr
     assert message in p.stderr.strip().splitlines()[-1]
+
+
+def test_the_shipped_grpo_row_is_shown_only_beside_a_run_with_the_same_settings(tmp_path, monkeypatch):
+    import eval as ev
+    ref = {"algo": "grpo", "config": {"algo": "grpo", "lr": 2e-4, "max_steps": 200, "out_dir": "out/grpo"},
+           "n": 64, "pass@k": {"1": 0.3, "16": 0.8, "64": 0.9}, "distinct_correct": 5.0}
+    path = tmp_path / "grpo.json"
+    path.write_text(json.dumps(ref))
+    monkeypatch.setattr(ev, "REFERENCE", str(path))
+    same = {"algo": "ds-grpo", "lr": 2e-4, "max_steps": 200, "out_dir": "out", "device": "cpu"}
+    assert ev.reference_run(same)["pass@k"]["1"] == 0.3  # out_dir and device do not change the numbers
+    assert ev.reference_run({**same, "lr": 1e-4}) is None  # another lr: not comparable, not shown
+    assert ev.reference_run({**same, "algo": "grpo"}) is None  # a GRPO run is not shown beside itself
+    start = {"n": 64, "pass@k": {"1": 0.25, "16": 0.7, "64": 0.95}, "distinct_correct": 6.0}
+    final = {"n": 64, "pass@k": {"1": 0.35, "16": 0.8, "64": 0.94}, "distinct_correct": 5.5}
+    table = ev.format_start_vs_final(start, final, 200, "ds-grpo", ev.reference_run(same))
+    lines = table.splitlines()
+    assert lines[0].split() == ["pass@1", "pass@16", "pass@64", "distinct"]
+    assert lines[2].split()[-4:] == ["0.3500", "0.8000", "0.9400", "5.50"]
+    assert lines[3].startswith(" " * 2) and "grpo, same settings*" in lines[3] and lines[3].split()[-1] == "5.00"
+    assert lines[4].startswith("* read from") and "not run now" in lines[4]
