@@ -35,7 +35,7 @@ n_embd = 128
 snapshot_every = 2000  # also keep the model every that many steps (not shipped), to measure what steps buy
 threads = 1  # torch threads: 1 lets two bases train side by side on 2 cores
 # the evaluation written into the manifest: the default regime's test problems, as train.py
-eval_problems = 500
+eval_problems = 200
 eval_n = 256
 eval_seed = 0
 # the regime (train.py's defaults): the base learns every training problem of it, the validation split excluded
@@ -72,13 +72,14 @@ if __name__ == "__main__" and stage == "train":
             and (tuple(sorted(p["nums"])), p["target"]) not in held_out]  # never a test or validation problem
     print(f"{len(pool)} training problems in the regime, {sum(len(p['solutions']) for p in pool)} solutions")
     t0 = time.time()
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()  # the code run
     warm_start(out_dir, "countdown", pool, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                n_layer=n_layer, n_embd=n_embd, snapshot_every=snapshot_every)
     with open(os.path.join(out_dir, "train_info.json"), "w") as f:
         json.dump({"command": "python " + " ".join(sys.argv), "seed": seed, "steps": steps, "batch_size": batch_size,
                    "lr": lr, "n_layer": n_layer, "n_embd": n_embd, "train_problems": len(pool),
                    "train_seconds": round(time.time() - t0), "threads": threads,
-                   "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
+                   "commit": commit,
                    "torch": torch.__version__}, f, indent=2)
 
 

@@ -102,14 +102,19 @@ NOT_SETTINGS = ("algo", "out_dir", "device", "dtype", "compile", "eval_batch_row
                 "wandb_project", "wandb_run_name")  # what may differ from the shipped run: no effect on its numbers
 
 
+NOT_READ_BY_GRPO = ("alpha", "beta", "ds_form", "entropy_coef", "top_entropy_frac", "stapo_q", "ict_warmup_steps",
+                    "dasd_beta", "dasd_rho", "dasd_norm", "warmstart_hint_frac")  # the other methods' constants
+
+
 def reference_run(config):
-    """The shipped GRPO run's final evaluation when `config` is the same but for the algorithm (and settings
-    without effect on the numbers), else None: a row read from a file, printed only where it is comparable."""
+    """The shipped GRPO run's final evaluation when `config` is the same but for the algorithm and what GRPO does
+    not read (or what has no effect on the numbers), else None: a row read from a file, shown only where it is
+    comparable."""
     if not os.path.exists(REFERENCE):
         return None
     with open(REFERENCE) as f:
         ref = json.load(f)
-    same = all(ref["config"].get(k) == v for k, v in config.items() if k not in NOT_SETTINGS)
+    same = all(ref["config"].get(k) == v for k, v in config.items() if k not in NOT_SETTINGS + NOT_READ_BY_GRPO)
     return ref if same and config.get("algo") != ref["algo"] else None
 
 

@@ -61,11 +61,11 @@ base_seed = 0  # which shipped base 'tiny' loads: assets/base/seed<base_seed> (0
 warmstart_steps = 1500  # 'scratch': supervised steps of the tiny model's warm start
 warmstart_hint_frac = -1.0  # share of warm-start prompts with a hint (DASD's teacher must learn to use one; cached
 #                             in out/warmstart_<task>_hint<frac>); -1: 0.5 for algo 'dasd', else 0 (the plain one)
-eval_interval = 50  # steps between evaluations (and at the end)
+eval_interval = 100  # steps between evaluations (and at the end)
 eval_at_start = True  # evaluate the starting policy with final_eval_n too, to print it beside the trained one
 eval_problems = 100  # held-out problems used for evaluation
 eval_split = "test"  # what evaluations score: 'test' (held out) or 'val' (for choosing hyperparameters)
-eval_n = 16  # samples per problem in the periodic evaluations
+eval_n = 64  # samples per problem in the periodic evaluations (as final_eval_n: the same n, comparable)
 final_eval_n = 64  # samples per problem in the final evaluation
 eval_batch_rows = 512  # responses generated at once in evaluation (lower it for long responses)
 ckpt_interval = 50  # steps between checkpoints (and at the end)
@@ -90,7 +90,7 @@ cd_target = "uniform"  # 'uniform' over those targets, or 'weighted' by their nu
 template = "tiny"  # prompt: 'tiny' (embedded model) or 'instruct' (real models; chat template if any)
 # RL
 algo = "ds-grpo"  # one of checks.ALGOS: GRPO variants, DS-GRPO, entropy baselines, token selection
-alpha = 1.0  # gamma_p in DS-Eq.6: bonus on correct responses (see README: tiny-model scale)
+alpha = 10.0  # gamma_p in DS-Eq.6: bonus on correct responses; 10 over 1 on the validation split (README)
 beta = 0.0  # gamma_n in DS-Eq.6: penalty on incorrect responses; 0 was chosen on the validation split (README)
 ds_form = "seq"  # where the DS term goes: 'seq' (default), 'token' or 'reward' (see loss.advantages)
 max_steps = 200
