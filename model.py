@@ -54,6 +54,10 @@ def tiny_model(tokenizer, n_layer=4, n_embd=128, n_head=4, block_size=128):
 SHIPPED_BASE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "base", "seed{}")
 
 
+def shipped_base(seed):  # a function, not the constant: train.py's string globals are its settings
+    return SHIPPED_BASE.format(seed)
+
+
 def file_sha256(path):
     import hashlib
     h = hashlib.sha256()

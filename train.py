@@ -47,7 +47,7 @@ import tasks
 import update
 from configurator import configure
 from eval import evaluate, format_start_vs_final, format_table, merge_results, reference_run
-from model import SHIPPED_BASE, add_lora, load_policy, response_logprobs
+from model import add_lora, load_policy, response_logprobs, shipped_base
 from rollout import dynamic_sample, rollout
 from warmstart import warm_start
 
@@ -177,7 +177,7 @@ if task == "countdown":
 
 start_step, policy_source, rollouts_done = 0, init_from, 0
 if init_from == "tiny" and task == "countdown" and not hint_frac:  # the shipped base: no warm start here
-    policy_source = SHIPPED_BASE.format(base_seed)
+    policy_source = shipped_base(base_seed)
 elif init_from in ("tiny", "scratch"):  # math, or DASD's base that learned hints: built here, once per out_dir
     policy_source = os.path.join(out_dir, f"warmstart_{task}" + (f"_hint{hint_frac:g}" if hint_frac else ""))
     if master and not os.path.exists(os.path.join(policy_source, "config.json")):  # learns generated data
