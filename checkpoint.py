@@ -84,11 +84,13 @@ def load_state(ckpt_dir):
                          f"is damaged; start over in a new --out_dir")
 
 
-# settings a resumed run cannot change: the data it trains on, the model and its adapter, what step 0 evaluated
+# settings a resumed run cannot change: the data it trains on, the model and its adapter, the problems step 0 was
+# evaluated on (a larger final_eval_n is fine: compare.py evaluates finished runs again that way, and the
+# start-vs-final table is printed only when the two n agree)
 FIXED_AT_RESUME = ("task", "dataset", "n_problems", "data_seed", "val_problems", "cd_sizes", "cd_min_num",
                    "cd_max_num", "cd_max_target", "cd_min_solutions", "cd_target", "template", "base_seed",
                    "warmstart_steps", "warmstart_hint_frac", "lora_rank", "lora_alpha", "lora_target_modules",
-                   "eval_split", "eval_problems", "final_eval_n")
+                   "eval_split", "eval_problems")
 
 
 def _same(saved, text):  # a saved setting against its --key=value text

@@ -74,16 +74,17 @@ ALPHAS, BETAS = ([float(x) for x in alphas.split(",")], [float(x) for x in betas
     else ([], [])
 COEFS = [float(x) for x in bonus_coefs.split(",")] if bonus_coefs else []
 STEPS = {m: int(n) for m, n in (p.split(":") for p in method_steps.split(",") if p)}
+if "dasd" in METHODS and "--warmstart_hint_frac=" not in train_args:  # one base for all, and DASD's needs hints
+    raise SystemExit("--methods has dasd: add --train_args=--warmstart_hint_frac=0.5, so that every method starts "
+                     "from the hinted warm start that DASD's teacher needs")
 unknown = [m for m in METHODS + [x for p in PAIRS for x in p] + list(STEPS) if m not in METHOD_ARGS and m not in ALGOS]
 if unknown or any(len(p) != 2 or p[0] not in METHODS or p[1] not in METHODS for p in PAIRS):  # before hours of runs
     raise SystemExit(f"--methods, --pairs and --method_steps take names of {sorted(METHOD_ARGS)} or train.py algos "
                      f"{list(ALGOS)}, and pairs a:b of the given methods; got methods={methods!r} pairs={pairs!r}"
                      + (f" (unknown: {sorted(set(unknown))})" if unknown else ""))
-if "dasd" in METHODS and "--warmstart_hint_frac=" not in train_args:  # one base for all, and DASD's needs hints
-    raise SystemExit("--methods has dasd: add --train_args=--warmstart_hint_frac=0.5, so that every method starts "
-                     "from the hinted warm start that DASD's teacher needs")
 KS = [k for k in (1, 16, 64, 256) if k <= eval_n]
-common = ["--init_from=scratch", f"--max_steps={max_steps}", f"--warmstart_steps={warmstart_steps}", f"--val_problems={sweep_problems}",
+common = ["--init_from=scratch", f"--max_steps={max_steps}", f"--warmstart_steps={warmstart_steps}",
+          f"--val_problems={sweep_problems}",
           f"--eval_interval={max_steps}", f"--ckpt_interval={ckpt_every}", f"--log_interval={max(max_steps // 5, 1)}",
           "--eval_at_start=False", *(["--n_problems=500", "--prompts_per_step=4", "--group_size=4"] if quick else []),
           *train_args.split()]
