@@ -53,9 +53,10 @@ def all_problems():
     out = []
     for size in sizes:
         for nums in itertools.combinations_with_replacement(range(cd_min_num, cd_max_num + 1), size):
-            for value in sorted(v for v, nodes in countdown._by_value(nums).items()
-                                if v.denominator == 1 and 1 <= v <= cd_max_target and len(nodes) >= cd_min_solutions):
-                out.append({"nums": list(nums), "target": int(value), "solutions": countdown.solve(nums, int(value))})
+            for value, nodes in sorted(countdown._by_value(nums).items()):  # solve() without solving again
+                if value.denominator == 1 and 1 <= value <= cd_max_target and len(nodes) >= cd_min_solutions:
+                    out.append({"nums": list(nums), "target": int(value),
+                                "solutions": sorted(countdown.render(node) for node in nodes)})
     return out
 
 

@@ -181,12 +181,15 @@ def read_log(path, note=None):
         *whole, last = f.read().split("\n")  # last: '' when the file ends with a complete line
     records = []
     for i, line in enumerate(whole):
+        if not line.strip():
+            continue
         try:
-            records.append(json.loads(line)) if line.strip() else None
+            records.append(json.loads(line))
         except json.JSONDecodeError:
             raise SystemExit(f"{path} line {i + 1} is not a JSON record: fix or delete that line")
     try:
-        records += [json.loads(last)] if last.strip() else []
+        if last.strip():
+            records.append(json.loads(last))
     except json.JSONDecodeError:
         (note or print)(f"{path}: its last line was cut short ({len(last)} characters) and is left out")
     return records
