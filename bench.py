@@ -136,7 +136,7 @@ def grpo_step(optimizer=None):
     with torch.no_grad(), ctx:
         old_logp, _ = response_logprobs(model, ids, att, prompt_len, 1.0, micro_batch_size)
     rewards = (torch.rand(N, device=device) < 0.3).float()  # stand-in for tasks.reward on the texts
-    adv = loss.advantages("ds-grpo", rewards, rewards, old_logp, mask.float(), group_size, 1.0, 0.1)
+    adv = loss.advantages("ds-grpo", rewards, rewards, old_logp, mask.float(), group_size, 1.0, 0.1)[0]
     denom = loss.normaliser(mask.float(), "token-mean")
     model.train()
     for idx in torch.arange(N, device=device).split(micro_batch_size):

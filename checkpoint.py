@@ -11,6 +11,7 @@ import tempfile
 
 import torch
 
+import parallel
 from model import save_policy
 
 
@@ -137,6 +138,25 @@ def save_checkpoint(ckpt_dir, model, tokenizer, state, weights=None):
     shutil.rmtree(old, ignore_errors=True)
 
 
+def restore(state, model, optimizer, python_rng, rank, world, seed, device, fsdp):
+    """Puts a resumed run's optimizer state and RNG streams back. The optimizer keeps this run's lr, weight decay and
+    betas: the saved ones would otherwise win over a resume's --lr."""
+    hyper = [{k: group[k] for k in ("lr", "weight_decay", "betas")} for group in optimizer.param_groups]
+    parallel.load_optimizer(model, optimizer, state["optimizer"], fsdp)
+    for group, h in zip(optimizer.param_groups, hyper):
+        group.update(h)
+    restore_rng(state, python_rng, rank, world, seed, device)  # the prompt sampler and this rank's stream
+
+
+def save_run(ckpt_dir, model, tokenizer, optimizer, fsdp, master, device, ddp, world, state):
+    """train.py's checkpoint: the weights, the optimizer's state and every rank's RNG streams, with `state` (step,
+    config, ...). Every rank calls it: gathering the RNG states and FSDP's shards are collectives; rank 0 writes."""
+    rank_rng = rng_states(device, ddp, world)
+    weights, optimizer_state = parallel.full_state(model, optimizer, fsdp)
+    if master:
+        save_checkpoint(ckpt_dir, model, tokenizer, {**state, "optimizer": optimizer_state, "rng": rank_rng}, weights)
+
+
 def rng_states(device, ddp, world):
     """Every rank's own torch (and CUDA) generator state, index = rank. Each rank samples its own
     responses, so a resumed run must give each rank its own stream back, not rank 0's to all.
@@ -205,6 +225,13 @@ def log_record(path, record, wandb=None):
         flat = {**record, **{f"pass@{k}": v for k, v in record.get("pass@k", {}).items()}}
         wandb.log({pre + k: v for k, v in flat.items() if type(v) in (int, float)},
                   step=record.get("step", record.get("eval_step")))
+
+
+def write_json(path, obj):
+    """obj as JSON in path, whole or not at all: written to path.tmp, then renamed (a kill leaves no half file)."""
+    with open(path + ".tmp", "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(path + ".tmp", path)
 
 
 def find_eval(path, eval_step, n):

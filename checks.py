@@ -65,7 +65,39 @@ def check(cfg):
         ("device", not c.device.startswith("cuda") or torch.cuda.is_available(), "'cpu' on this machine: torch sees "
          "no CUDA GPU"),
         *((k, getattr(c, k) >= 1, ">= 1") for k in ("cd_max_target", "cd_min_solutions")),
+        ("val_problems", c.val_problems < c.n_problems, f"< n_problems={c.n_problems}, to leave problems to train on"),
+        ("ict_frac", 0 < c.ict_frac <= 1, "in (0, 1]"),
+        ("init_from", c.init_from in ("tiny", "scratch", "resume") or os.path.exists(os.path.expanduser(c.init_from))
+         or not c.init_from.startswith((".", "/", "~")), "'tiny', 'scratch', 'resume', a hub name or an existing "
+         "directory"),  # a hub name ('org/model') is checked when it loads: offline, only a cached one does
     ]
     for key, ok, need in ranges:
         if not ok:
             raise SystemExit(f"{key} must be {need}, got {cfg[key]!r}")
+
+
+def check_run(cfg, state, ddp, world):
+    """What depends on how the run is launched: a resumed checkpoint's step, torchrun's processes."""
+    if state and cfg["max_steps"] < state["step"]:
+        raise SystemExit(f"max_steps={cfg['max_steps']} is before the checkpoint's step {state['step']}: give a later one")
+    if cfg["dynamic_sampling"] and ddp:  # each rank would draw again on its own: the shared prompt sampler diverges
+        raise SystemExit("dynamic_sampling runs in one process: drop it, or run without torchrun")
+    if cfg["prompts_per_step"] % world:
+        raise SystemExit(f"prompts_per_step={cfg['prompts_per_step']} must be a multiple of the {world} torchrun "
+                         f"processes")
+
+
+def check_data(cfg, train_set, test_set):
+    """What depends on the problems loaded (a hub set's size is known only then); train_set before the validation
+    split is taken from it."""
+    if train_set and cfg["val_problems"] >= len(train_set):
+        raise SystemExit(f"val_problems={cfg['val_problems']} would leave none of the {len(train_set)} training "
+                         f"problems to train on: give a smaller val_problems (0: no validation split) or a larger "
+                         f"n_problems")
+    if len(train_set) <= cfg["val_problems"] or not test_set:
+        raise SystemExit(f"dataset {cfg['dataset']!r} has no train or no test problems for task {cfg['task']!r}")
+    if cfg["eval_split"] == "val" and not cfg["val_problems"]:
+        raise SystemExit("eval_split='val' needs a validation split: give val_problems > 0")
+    if cfg["prompts_per_step"] > len(train_set) - cfg["val_problems"]:
+        raise SystemExit(f"prompts_per_step={cfg['prompts_per_step']} is more than the "
+                         f"{len(train_set) - cfg['val_problems']} training problems")

@@ -9,8 +9,12 @@ Reading: the teacher has the *current* weights (the policy at the start of the s
 batch), not a frozen copy: no second model in memory, and the teacher improves with the student, as in
 self-distillation. Its cost is one more log-prob pass over the batch, with prompts a hint longer.
 """
+import random
+import time
+
 import torch
 
+import loss
 import tasks
 from model import response_logprobs
 
@@ -40,6 +44,19 @@ def teacher_logprobs(model, tokenizer, prompts, ro, G, temperature=1.0, batch_si
     teacher_logp, _ = response_logprobs(model, input_ids, attention_mask, n_hinted, temperature, batch_size)
     model.train(was_training)
     return teacher_logp * ro.response_mask  # (B, T)
+
+
+def shaped_advantages(model, tokenizer, task, problems, template, sampled, adv, mask, G, temperature, batch_size,
+                      beta_d, rho, norm, seed, step):
+    """DASD's step 3: the teacher scores the sampled tokens, and loss.dasd_advantages shapes the advantage.
+    Returns A_hat (B, T), the teacher term beta_d * omega * dbar (B, T), and the step's figures (metrics)."""
+    t0 = time.time()
+    hinted = teacher_prompts(task, problems, template, tokenizer, random.Random(f"{seed}:{step}"))
+    teacher_logp = teacher_logprobs(model, tokenizer, hinted, sampled, G, temperature, batch_size)
+    adv, delta_bar, omega = loss.dasd_advantages(adv, teacher_logp, sampled.old_logp, sampled.entropy, mask, beta_d,
+                                                 rho, norm)
+    return adv, beta_d * omega * delta_bar, metrics(teacher_logp, sampled.old_logp, delta_bar, omega, mask,
+                                                    time.time() - t0)
 
 
 def metrics(teacher_logp, old_logp, delta_bar, omega, mask, seconds):

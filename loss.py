@@ -16,8 +16,6 @@ import math
 
 import torch
 
-import model  # the policy's forward, for ICT's uniqueness (js_uniqueness)
-
 
 # ----------------------------------------------------------------------------- advantages
 def group_advantages(rewards, G, scale_std=True, eps=1e-6):
@@ -47,46 +45,30 @@ def ds_term(correct, L, alpha, beta):
     return -alpha * correct * L + beta * (1 - correct) * L
 
 
-def advantages(algo, rewards, correct, old_logp, mask, G, alpha=0.0, beta=0.0, ds_form="seq",
-               scale_std=True):
-    """Per-token advantages (B, T) for `algo`. Methods that only reweight or mask tokens use the
-    plain GRPO advantage here. 'dr-grpo' is GRPO without the std division (Dr.GRPO).
-    ds_form (DS-GRPO only) places the DS-Eq.6 term in one of the three ways the authors' code did:
+def advantages(algo, rewards, correct, old_logp, mask, G, alpha=0.0, beta=0.0, ds_form="seq", scale_std=True):
+    """Per-token advantages A (B, T) for `algo`, and DS-Eq.6's part of them (B, T), 0 but for DS-GRPO.
+    Methods that only reweight or mask tokens use the plain GRPO advantage here; 'dr-grpo' is GRPO without
+    the std division (Dr.GRPO). ds_form places the DS-Eq.6 term in one of the three ways the authors' code did:
       'seq'    (default) A_i + ds_term(L_i), L_i length-normalised, the same for every token of y_i;
       'token'  A_{i,t} = A_i + ds_term(l_{i,t}), the per-token log-prob instead of L_i;
-      'reward' r_i + ds_term(L_i) before group centring (their final code, with scale_std=False).
+      'reward' r_i + ds_term(L_i) before group centring (their final code, with scale_std=False); its part
+               is then A(r + ds_term) - A(r).
     Dividing by the group's std is a separate choice (scale_std), so each form can be compared with
-    GRPO under the same normalisation."""
+    GRPO under the same normalisation. old_logp: pi_old's, the policy that sampled (detached)."""
     scale_std = scale_std and algo != "dr-grpo"  # Dr.GRPO: A_i = r_i - mean_j r_j
-    if algo == "ds-grpo" and ds_form == "reward":
-        r_ds = rewards + ds_term(correct, seq_logprob(old_logp, mask), alpha, beta)  # DS-Eq.4 with pi_old
-        return group_advantages(r_ds, G, scale_std)[:, None] * mask  # centred in the group (the authors: no std)
-    adv = group_advantages(rewards, G, scale_std)[:, None] * mask  # (B, T), GRPO
-    if old_logp is not None:
-        adv = adv + ds_advantage(algo, correct, old_logp, mask, alpha, beta, ds_form)
-    return adv
-
-
-def ds_advantage(algo, correct, old_logp, mask, alpha, beta, ds_form="seq"):
-    """DS-Eq.6's term of the advantage (B, T) in the 'seq' or 'token' form; 0 for any other algo. Each row's
-    term depends on that row alone, so it can be computed a micro-batch at a time: advantages(old_logp=None)
-    leaves it out, and train.py adds it from the training pass's own log-probs when that pass is pi_old."""
+    grpo = group_advantages(rewards, G, scale_std)[:, None] * mask  # (B, T), A_i on every token of y_i
     if algo != "ds-grpo":
-        return torch.zeros_like(mask)
+        return grpo, torch.zeros_like(mask)
     if ds_form == "seq":
-        return ds_term(correct, seq_logprob(old_logp, mask), alpha, beta)[:, None] * mask  # DS-Eq.6
-    if ds_form == "token":
-        return ds_term(correct[:, None], old_logp.detach(), alpha, beta) * mask  # DS-Eq.6 per token
-    raise ValueError(f"ds_form must be 'seq', 'token' or 'reward', got {ds_form!r}")
-
-
-def group_composition(correct, G):
-    """Fractions of groups whose G responses are all correct, all wrong, or mixed. Only mixed groups
-    carry a GRPO signal; in all-wrong groups DS-GRPO's only term is the beta penalty (sharpening)."""
-    right = correct.view(-1, G).sum(-1)  # (B/G,) correct responses per group
-    return {"groups_all_correct": (right == G).float().mean().item(),
-            "groups_all_wrong": (right == 0).float().mean().item(),
-            "groups_mixed": ((right > 0) & (right < G)).float().mean().item()}
+        adv = grpo + ds_term(correct, seq_logprob(old_logp, mask), alpha, beta)[:, None] * mask  # DS-Eq.6
+    elif ds_form == "token":
+        adv = grpo + ds_term(correct[:, None], old_logp.detach(), alpha, beta) * mask  # DS-Eq.6 per token
+    elif ds_form == "reward":
+        r_ds = rewards + ds_term(correct, seq_logprob(old_logp, mask), alpha, beta)  # DS-Eq.4 with pi_old
+        adv = group_advantages(r_ds, G, scale_std)[:, None] * mask  # centred in the group (the authors: no std)
+    else:
+        raise ValueError(f"ds_form must be 'seq', 'token' or 'reward', got {ds_form!r}")
+    return adv, adv - grpo
 
 
 # ----------------------------------------------------------------------------- the surrogate
@@ -153,28 +135,6 @@ def policy_loss(logp, old_logp, adv, weight, denom, agg="token-mean", eps_low=0.
     return loss
 
 
-def ratio_stats(logp, old_logp, adv, mask, eps_low=0.2, eps_high=0.2):
-    """Diagnostics of one update on one micro-batch: sums over its response tokens (train.py divides
-    by the step's token count), as a tensor [clipped low, clipped high, KL(pi_old || pi_theta)].
-    A token counts as clipped where the clip decides min() and so zeroes its gradient (as TRL counts
-    it): rho < 1 - eps_low with A < 0 (low), rho > 1 + eps_high with A > 0 (high). The KL is the k3
-    estimate for samples drawn from pi_old: (rho - 1) - log rho = kl_k3 with the two policies swapped.
-    With ppo_epochs = 1, rho = 1 up to numerics and all three are ~0."""
-    logp, old_logp = logp.detach(), old_logp.detach()
-    ratio = torch.exp(logp - old_logp)  # rho_{i,t}
-    low = ((ratio < 1 - eps_low) & (adv < 0)).to(mask.dtype)
-    high = ((ratio > 1 + eps_high) & (adv > 0)).to(mask.dtype)
-    kl = kl_k3(old_logp, logp, mask)  # exp(log rho) - log rho - 1
-    return torch.stack([(low * mask).sum(), (high * mask).sum(), (kl * mask).sum()])
-
-
-def zero_advantage_frac(rewards, G):
-    """Fraction of groups whose G rewards are all equal: there GRPO's A_i = 0 for every response, so
-    only DS's term (or a KL / entropy term) moves them."""
-    r = rewards.view(-1, G)  # (B/G, G)
-    return (r.max(-1).values == r.min(-1).values).float().mean()
-
-
 # ----------------------------------------------------------------------------- uniform smoothing baselines
 def entropy_term(algo, entropy, weight, agg, denom, coef):
     """The uniform heuristics of METHODS.md section 4, added to the policy loss on ALL tokens:
@@ -212,11 +172,10 @@ def entropy_keep_mask(entropy, mask, frac=0.2):
     return (keep & (entropy >= h_k)).to(mask.dtype)
 
 
-STAPO_TAU_P = 0.002  # tau_p: "low probability" is pi_old(y_t) < 0.002
-STAPO_Q = 0.75  # q for tau_h; one source says 0.8 (METHODS.md section 5)
+STAPO_TAU_P = 0.002  # tau_p: "low probability" is pi_old(y_t) < 0.002 (q of tau_h is train.py's stapo_q)
 
 
-def stapo_keep_mask(old_logp, entropy, adv, correct, mask, tau_p=STAPO_TAU_P, q=STAPO_Q):
+def stapo_keep_mask(old_logp, entropy, adv, correct, mask, q, tau_p=STAPO_TAU_P):
     """STAPO / S2T: silence the spurious tokens, those with all three of
       A_i > 0,   pi_old(y_{i,t}) < tau_p,   H_{i,t} < tau_h,
     tau_h = the q-quantile of H over the low-probability tokens of CORRECT responses in the batch,
@@ -251,31 +210,9 @@ def group_uniqueness(probs, alive):
     return js_divergence(probs, p_avg.expand_as(probs)) * alive  # (G, t)
 
 
-@torch.no_grad()
-def js_uniqueness(policy, input_ids, attention_mask, n_prompt, response_mask, G, temperature=1.0):
-    """ICT's per-token uniqueness u_{i,t} = JS(pi(.|i,t) || P_avg(.|t)) (group_uniqueness above), P_avg
-    the mean over the group's alive responses at position t. Returns u (B, T), 0 on dead tokens.
-    Needs every response's full next-token distribution, so like model.response_logprobs it never holds
-    (B, T, V): one group at a time (one forward of G rows), and over chunks of positions so that at
-    most MAX_LOGITS_PER_CHUNK float32 logits (G, t_chunk, V) exist at once (plus a few temporaries)."""
-    B, T = response_mask.shape
-    u = torch.zeros(B, T, device=response_mask.device)
-    for g in range(0, B, G):  # rows g..g+G-1: one prompt's group
-        hidden, lm_head = model._response_hidden(policy, input_ids[g:g + G], attention_mask[g:g + G], n_prompt)
-        t_chunk = max(1, model.MAX_LOGITS_PER_CHUNK // (G * lm_head.weight.shape[0]))
-        for t in range(0, T, t_chunk):
-            logits = model._logits(hidden[:, t:t + t_chunk], lm_head, temperature)  # (G, t_chunk, V)
-            alive = response_mask[g:g + G, t:t + t_chunk]  # (G, t_chunk)
-            u[g:g + G, t:t + t_chunk] = group_uniqueness(logits.softmax(-1), alive)
-    return u
-
-
-ICT_FRAC = 0.1  # keep the top 10% of tokens by u, per sequence
-
-
-def ict_keep_mask(u, mask, frac=ICT_FRAC):
+def ict_keep_mask(u, mask, frac):
     """ICT: keep, in each sequence, the top k_i = ceil(frac * |y_i|) tokens by u (>= 1 token; ties
-    with the k_i-th largest kept). u (B, T) from js_uniqueness."""
+    with the k_i-th largest kept). u (B, T) from ict.js_uniqueness."""
     alive = mask.bool()
     k = _ceil_frac(frac, alive.sum(-1)).clamp(min=1)  # (B,) k_i
     u_sorted = u.masked_fill(~alive, float("-inf")).sort(-1, descending=True).values  # (B, T)
@@ -283,17 +220,17 @@ def ict_keep_mask(u, mask, frac=ICT_FRAC):
     return (alive & (u >= u_k)).to(mask.dtype)
 
 
-def token_weights(algo, mask, entropy=None, old_logp=None, adv=None, correct=None, u=None,
-                  top_entropy_frac=0.2, stapo_q=STAPO_Q):
+def token_weights(algo, mask, entropy=None, old_logp=None, adv=None, correct=None, u=None, *, top_entropy_frac,
+                  stapo_q, ict_frac):
     """The (B, T) weight of every token in the policy loss for `algo`: the keep mask for the token-
     selection methods (computed once per batch, before micro-batching), the response mask otherwise.
     entropy / old_logp are the rollout's (pi_old = the current policy at the first update)."""
     if algo == "20-entropy":
         return entropy_keep_mask(entropy, mask, top_entropy_frac)
     if algo == "stapo":
-        return stapo_keep_mask(old_logp, entropy, adv, correct, mask, q=stapo_q)
+        return stapo_keep_mask(old_logp, entropy, adv, correct, mask, stapo_q)
     if algo == "ict":
-        return ict_keep_mask(u, mask)
+        return ict_keep_mask(u, mask, ict_frac)
     return mask
 
 

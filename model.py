@@ -162,13 +162,13 @@ LOGPROB_TOL = 1e-3  # float32 on one input: the two paths agree to ~1e-6 where t
 @torch.no_grad()
 def check_logprobs(model, name="the model"):
     """Refuses a model whose log-probs are not log_softmax(lm_head(last hidden state)), the assumption of
-    _response_hidden (and so of the rollout and training): final-logit soft-capping (Gemma-2) or a logit
+    response_hidden (and so of the rollout and training): final-logit soft-capping (Gemma-2) or a logit
     scale (Cohere, Granite) would silently change every log-prob. Compares with the model's own forward
     on a short input, so no list of architectures goes stale."""
     ids = (torch.arange(1, 9, device=model.device) % model.config.vocab_size)[None]  # (1, 8) any tokens
     ones = torch.ones_like(ids)
-    hidden, lm_head = _response_hidden(model, ids, ones, 1)  # (1, 7, D): the rows predicting tokens 1..7
-    ours = F.log_softmax(_logits(hidden, lm_head, 1.0), -1)  # (1, 7, V)
+    hidden, lm_head = response_hidden(model, ids, ones, 1)  # (1, 7, D): the rows predicting tokens 1..7
+    ours = F.log_softmax(scaled_logits(hidden, lm_head, 1.0), -1)  # (1, 7, V)
     own = F.log_softmax(model(input_ids=ids, attention_mask=ones).logits[:, :-1].float(), -1)  # (1, 7, V)
     diff = (ours - own).abs().max().item()
     if not diff <= LOGPROB_TOL:
@@ -181,7 +181,7 @@ def check_logprobs(model, name="the model"):
 MAX_LOGITS_PER_CHUNK = 2 ** 25  # float32 logits held at once: 128 MiB, whatever the vocab size
 
 
-def _logits(hidden, lm_head, temperature):
+def scaled_logits(hidden, lm_head, temperature):
     """float32 logits / temperature with autocast off: a bf16 LM head would round logits of ~20-30 by
     ~0.1, and differently in the rollout and the training pass (different batch shapes). Kept float32 on
     purpose until a GPU measures what a bf16 head would gain (speed, memory) against that rounding (README:
@@ -192,14 +192,14 @@ def _logits(hidden, lm_head, temperature):
 
 
 def _chunk_logp_entropy(hidden, targets, lm_head, temperature):
-    logits = _logits(hidden, lm_head, temperature)  # (N, V), one chunk only
+    logits = scaled_logits(hidden, lm_head, temperature)  # (N, V), one chunk only
     logp_all = F.log_softmax(logits, dim=-1)
     logp = logp_all.gather(-1, targets[:, None]).squeeze(-1)  # (N,)
     entropy = -(logp_all.exp() * logp_all).sum(-1)  # (N,) full-distribution entropy
     return logp, entropy
 
 
-def _response_hidden(model, input_ids, attention_mask, n_prompt):
+def response_hidden(model, input_ids, attention_mask, n_prompt):
     """Last hidden states (B, T, D) of the rows that predict the T response tokens (row t predicts
     token t), and the LM head. Assumes logits = lm_head(last hidden state), which load_policy checks."""
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # as HF generate does for left padding
@@ -221,7 +221,7 @@ def response_logprobs(model, input_ids, attention_mask, n_prompt, temperature=1.
         parts = [response_logprobs(model, input_ids[i:i + batch_size], attention_mask[i:i + batch_size],
                                    n_prompt, temperature) for i in range(0, input_ids.shape[0], batch_size)]
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-    hidden, lm_head = _response_hidden(model, input_ids, attention_mask, n_prompt)
+    hidden, lm_head = response_hidden(model, input_ids, attention_mask, n_prompt)
     B, T = hidden.shape[:2]
     hidden = hidden.reshape(B * T, -1)  # (B*T, D)
     targets = input_ids[:, n_prompt:].reshape(B * T)  # (B*T,)

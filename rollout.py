@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache, StaticCache
 
-from model import _logits, response_logprobs
+from model import scaled_logits, response_logprobs
 
 
 @dataclass
@@ -143,7 +143,7 @@ def generate(model, input_ids, attention_mask, G, max_new_tokens, temperature, e
     eos = torch.as_tensor(eos_ids, device=device).reshape(-1)
 
     def next_token(last_hidden):  # (N, D) -> (N,) sampled ids, from float32 logits as in training
-        logits = _logits(last_hidden, lm_head, 1.0)  # (N, V)
+        logits = scaled_logits(last_hidden, lm_head, 1.0)  # (N, V)
         if temperature == 0:
             return logits.argmax(-1)
         return torch.multinomial(torch.softmax(logits / temperature, -1), 1).squeeze(-1)

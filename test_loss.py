@@ -9,6 +9,7 @@ import torch
 from torch.testing import assert_close
 
 import loss
+import metrics
 
 EPS = 1e-6  # the eps of group_advantages: A_i = (r_i - mean) / (std + eps)
 TIGHT = dict(rtol=0, atol=1e-6)
@@ -97,7 +98,7 @@ ALPHA, BETA = .1, .3
 
 def adv(algo, ds_form="seq", alpha=ALPHA, beta=BETA, scale_std=True):
     return loss.advantages(algo, REWARDS, REWARDS, OLD_LOGP, MASK, G=2, alpha=alpha, beta=beta,
-                           ds_form=ds_form, scale_std=scale_std)
+                           ds_form=ds_form, scale_std=scale_std)[0]
 
 
 def test_advantages_grpo_by_hand():
@@ -159,9 +160,9 @@ def test_ds_with_zero_coefficients_is_grpo():
 def test_group_composition_by_hand():
     # G = 4, three groups: all correct, mixed (2 of 4), all wrong
     correct = t([1, 1, 1, 1, 1, 0, 1, 0, 0, 0, 0, 0])
-    assert loss.group_composition(correct, 4) == pytest.approx(
+    assert metrics.group_composition(correct, 4) == pytest.approx(
         {"groups_all_correct": 1 / 3, "groups_all_wrong": 1 / 3, "groups_mixed": 1 / 3})
-    assert loss.group_composition(t([0, 1, 0, 0]), 2) == {"groups_all_correct": 0.0, "groups_all_wrong": .5,
+    assert metrics.group_composition(t([0, 1, 0, 0]), 2) == {"groups_all_correct": 0.0, "groups_all_wrong": .5,
                                                           "groups_mixed": .5}
 
 
@@ -276,7 +277,7 @@ def test_published_dr_grpo_gives_every_token_the_same_weight():
     #   the length bias that Dr.GRPO removes.
     #   'token-mean': -A / 9 for every token, but 9 is this batch's token count, so the same token weighs
     #   more in a batch of short responses than in a batch of long ones.
-    a = loss.advantages("dr-grpo", REWARDS, REWARDS, OLD_LOGP, MASK, G=2)
+    a = loss.advantages("dr-grpo", REWARDS, REWARDS, OLD_LOGP, MASK, G=2)[0]
 
     def grad(agg):
         logp = OLD_LOGP.clone().requires_grad_()
@@ -310,11 +311,11 @@ def test_ratio_stats_by_hand():
     # clipped high: rho 1.5 with A > 0 (token 1) only; token 3 has rho 1.5 but A < 0: not clipped
     # KL: (rho - 1) - log rho per token: 1.1 -> .0046898, 1.5 -> .0945349 (twice), .5 -> .1931472 (twice),
     #     .9 -> .0053605; sum .5854145 (the masked 1.25 does not count)
-    low, high, kl = loss.ratio_stats(old + rho.log(), old, A_, mask, eps_low=.2, eps_high=.28).tolist()
+    low, high, kl = metrics.ratio_stats(old + rho.log(), old, A_, mask, eps_low=.2, eps_high=.28).tolist()
     assert (low, high) == (1.0, 1.0)
     assert abs(kl - .5854145) < 1e-5
     # on-policy: rho = 1, nothing clipped, KL 0
-    assert loss.ratio_stats(old, old, A_, mask).tolist() == [0., 0., 0.]
+    assert metrics.ratio_stats(old, old, A_, mask).tolist() == [0., 0., 0.]
 
 
 def test_ratio_stats_kl_is_unbiased_for_kl_old_theta():
@@ -323,15 +324,15 @@ def test_ratio_stats_kl_is_unbiased_for_kl_old_theta():
     lo = torch.log_softmax(torch.randn(7, generator=g, dtype=torch.float64), -1)
     lt = torch.log_softmax(torch.randn(7, generator=g, dtype=torch.float64), -1)
     one = torch.ones(1)
-    per_v = torch.stack([loss.ratio_stats(lt[v:v + 1], lo[v:v + 1], one, one)[2] for v in range(7)])
+    per_v = torch.stack([metrics.ratio_stats(lt[v:v + 1], lo[v:v + 1], one, one)[2] for v in range(7)])
     assert_close((lo.exp() * per_v).sum(), (lo.exp() * (lo - lt)).sum())
 
 
 def test_zero_advantage_frac_by_hand():
     # G = 4: all correct, all wrong, all format-score-only (equal: no signal), mixed -> 3 of 4 groups
     r = t([1, 1, 1, 1, 0, 0, 0, 0, .1, .1, .1, .1, 1, 0, 0, 1])
-    assert loss.zero_advantage_frac(r, 4).item() == .75
-    assert loss.zero_advantage_frac(r, 2).item() == .75  # pairs: 6 equal of 8
+    assert metrics.zero_advantage_frac(r, 4).item() == .75
+    assert metrics.zero_advantage_frac(r, 2).item() == .75  # pairs: 6 equal of 8
 
 
 @pytest.mark.parametrize("agg", ["token-mean", "seq-mean"])

@@ -18,16 +18,15 @@ import gate
 import parallel
 
 
-def pi_old_is_the_update(algo, ds_form, passes):
+def pi_old_is_the_update(algo, passes):
     """Whether pi_old's log-probs can be this update's own (detached), with no forward pass of their own: one
     pass (the weights that sampled are the weights trained), and nothing of pi_old needed before it. Not for
-    20-Entropy and STAPO (their keep masks use pi_old's entropies and probabilities) nor DS-GRPO's 'reward'
-    form (the DS term is centred over each group, which a micro-batch may split); DS-GRPO's 'seq' and 'token'
-    forms are row by row (loss.ds_advantage), and ICT's uniqueness has a pass of its own anyway. (The rollout's
-    pass runs in eval mode, the training pass in train mode: the same numbers for models without dropout, as
-    every model here; with dropout on, pi_old's separate pass would not match the training pass either.) Nor
-    for DASD: its shaped advantage needs pi_old's log-probs and entropies before the update."""
-    return passes == 1 and algo not in ("20-entropy", "stapo", "dasd") and not (algo == "ds-grpo" and ds_form == "reward")
+    DS-GRPO (DS-Eq.6's term is part of the advantage, computed from pi_old's log-probs before the update),
+    20-Entropy and STAPO (their keep masks use pi_old's entropies and probabilities) nor DASD (its shaped
+    advantage needs pi_old's log-probs and entropies); ICT's uniqueness has a pass of its own anyway. (The
+    rollout's pass runs in eval mode, the training pass in train mode: the same numbers for models without
+    dropout, as every model here; with dropout on, pi_old's separate pass would not match the training pass.)"""
+    return passes == 1 and algo not in ("ds-grpo", "20-entropy", "stapo", "dasd")
 
 
 def micro_batches(mask, attention_mask, n_prompt, size, trim=True):
@@ -54,10 +53,11 @@ def update(trained, policy, optimizer, input_ids, attention_mask, n_prompt, mask
           first T response tokens, given the current policy's logp, entropy (b, T) with grad
       dgg: None, or (state, tau, window, signal) of gate.decide: then passes after the first are gated.
     Returns {loss, grad_norm, ratio_sums} of the applied passes (loss and grad norm of the last one), passes
-    (applied), and dgg: with DGG, the record's dgg_fired, and dgg_g, dgg_z of the last pass measured (z None
+    (applied), entropy (B, T): the first pass's, detached (pi_old's when that pass is pi_old), and dgg: with DGG, the record's dgg_fired, and dgg_g, dgg_z of the last pass measured (z None
     before the window filled); else empty. Raises FloatingPointError when something is not finite."""
     batches = micro_batches(mask, attention_mask, n_prompt, micro_batch_size, trim)
-    out = {"loss": 0.0, "grad_norm": 0.0, "ratio_sums": torch.zeros(3, device=mask.device), "passes": 0, "dgg": {}}
+    out = {"loss": 0.0, "grad_norm": 0.0, "ratio_sums": torch.zeros(3, device=mask.device), "passes": 0, "dgg": {},
+           "entropy": torch.zeros_like(mask)}
     for k in range(passes):
         loss_sum, ratio_sums = 0.0, torch.zeros(3, device=mask.device)
         for i, (rows, first, T) in enumerate(batches):
@@ -67,6 +67,8 @@ def update(trained, policy, optimizer, input_ids, attention_mask, n_prompt, mask
                     logp, entropy = trained(input_ids[rows, cols], attention_mask[rows, cols], n_prompt - first,
                                             temperature)  # current policy, with grad: (b, T)
                     objective, stats = micro_loss(rows, T, logp, entropy)
+                if k == 0:
+                    out["entropy"][rows, :T] = entropy.detach() * mask[rows, :T]
                 finite = bool(torch.isfinite(objective))
                 if world > 1:  # decided together: a rank that left alone would leave the others waiting
                     finite = parallel.all_true(finite, mask.device)

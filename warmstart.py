@@ -82,3 +82,15 @@ def warm_start(out_dir, task, problems, steps=2000, batch_size=64, lr=3e-3, seed
             _save(model, tokenizer, os.path.join(out_dir.rstrip("/") + "_snapshots", f"step{step + 1}"))
     _save(model, tokenizer, out_dir)
     log(f"warm start: {steps} steps in {time.time() - t0:.0f}s, final loss {loss.item():.3f} -> {out_dir}")
+
+
+def cached_warm_start(out_dir, task, hint_frac, problems, steps, template, device, log, master=True, ddp=False):
+    """train.py's warm start (init_from='scratch'; 'tiny' for math and DASD): built once per out_dir by rank 0, in
+    out_dir/warmstart_<task> (_hint<frac> with hints), then read from there. problems() gives the generated training
+    problems it learns, called only when it is built. Returns its directory."""
+    path = os.path.join(out_dir, f"warmstart_{task}" + (f"_hint{hint_frac:g}" if hint_frac else ""))
+    if master and not os.path.exists(os.path.join(path, "config.json")):
+        warm_start(path, task, problems(), steps=steps, template=template, device=device, log=log, hint_frac=hint_frac)
+    if ddp:
+        torch.distributed.barrier()  # the other ranks wait for rank 0's warm start
+    return path

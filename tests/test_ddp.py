@@ -149,7 +149,7 @@ BATCH = textwrap.dedent("""
         mask = (torch.arange(T) < torch.randint(2, T + 1, (B, 1))).float()  # (B, T) responses of varied length
         att[:, P:] = mask.long()
         rewards = torch.tensor([1., 0., 0., 1., 0., 0., 0., 1.])
-        adv = loss.advantages("ds-grpo", rewards, rewards, -torch.rand(B, T) * mask, mask, G, 1.0, 0.1)
+        adv = loss.advantages("ds-grpo", rewards, rewards, -torch.rand(B, T) * mask, mask, G, 1.0, 0.1)[0]
         with torch.no_grad():
             old = response_logprobs(model, ids, att, P)[0] - 0.05 * torch.rand(B, T)  # ratios != 1
         return model, ids, att, P, mask, adv, old

@@ -23,7 +23,7 @@ def test_grpo_zero_advantage_groups_give_zero_gradient(scale_std):
     rewards = t([1, 1, 1, 1, 0, 0, 0, 0, 1, 0, 0, 1])
     old = -torch.rand(12, 3, generator=torch.Generator().manual_seed(2)) * 4
     mask = torch.ones(12, 3)
-    a = loss.advantages("grpo", rewards, rewards, old, mask, G=4, scale_std=scale_std)
+    a = loss.advantages("grpo", rewards, rewards, old, mask, G=4, scale_std=scale_std)[0]
     grad = _policy_grad(a, old, mask)
     assert torch.equal(grad[:8], torch.zeros(8, 3))  # exactly zero: no signal from equal groups
     assert (grad[8:] != 0).all()
@@ -37,14 +37,14 @@ def test_ds_grpo_still_pushes_all_correct_group_more_for_unlikely_responses():
     rewards = t([1, 1, 1, 1])
     old = t([[-.1, -.1], [-.5, -.5], [-1., -1.], [-3., -3.]])  # L = -.1, -.5, -1, -3
     mask = torch.ones(4, 2)
-    a = loss.advantages("ds-grpo", rewards, rewards, old, mask, G=4, alpha=.1, beta=.1)
+    a = loss.advantages("ds-grpo", rewards, rewards, old, mask, G=4, alpha=.1, beta=.1)[0]
     assert_close(a[:, 0], t([.01, .05, .1, .3]), **TIGHT)  # -alpha * L_i, GRPO part 0
     grad = _policy_grad(a, old, mask)
     push = -grad[:, 0]  # gradient descent raises logp by lr * push
     assert (push > 0).all()
     assert (push[1:] > push[:-1]).all()  # strictly larger for less likely responses
     # and an all-wrong group is pushed down by +beta * L_i (< 0)
-    a = loss.advantages("ds-grpo", 0 * rewards, 0 * rewards, old, mask, G=4, alpha=.1, beta=.1)
+    a = loss.advantages("ds-grpo", 0 * rewards, 0 * rewards, old, mask, G=4, alpha=.1, beta=.1)[0]
     assert (a < 0).all()
 
 
@@ -69,7 +69,7 @@ def _one_step(base, algo, alpha, beta, n_groups=4096, G=8, lr=0.5, seed=0, entro
     # deterministic, which test_one_step_ds_with_zero_coefficients_equals_grpo relies on.
     logp = (torch.nn.functional.one_hot(answers, 6).to(logp_all.dtype) @ logp_all)[:, None]  # (B, T=1)
     old, mask = logp.detach(), torch.ones(n_groups * G, 1)
-    a = loss.advantages(algo, correct, correct, old, mask, G, alpha=alpha, beta=beta, ds_form="seq")
+    a = loss.advantages(algo, correct, correct, old, mask, G, alpha=alpha, beta=beta, ds_form="seq")[0]
     denom = loss.normaliser(mask, "token-mean")
     entropy = -(logp_all.exp() * logp_all).sum().expand(n_groups * G, 1)  # (B, 1) H of the policy
     (loss.policy_loss(logp, old, a, mask, denom)

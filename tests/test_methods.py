@@ -10,12 +10,13 @@ from torch.testing import assert_close
 
 import loss
 import model
-from loss import js_uniqueness
+from ict import js_uniqueness
 from model import char_tokenizer, tiny_model
 from test_loss import TIGHT, t
 from test_loss_gradients import BASE, _one_step
 
 LOG2 = math.log(2)
+FRACS = {"top_entropy_frac": .2, "stapo_q": .75, "ict_frac": .1}  # train.py's defaults
 
 
 # ============================================================================= entropy bonus / penalty
@@ -111,7 +112,7 @@ def test_entropy_keep_mask_by_hand_with_a_tie():
     assert loss.entropy_keep_mask(H20, M20, frac=.5).tolist() == [[0, 1, 0, 1], [1, 0, 0, 0], [1, 0, 1, 0],
                                                                   [0, 0, 0, 0]]
     # the dispatcher gives the same mask
-    assert torch.equal(loss.token_weights("20-entropy", M20, entropy=H20), keep)
+    assert torch.equal(loss.token_weights("20-entropy", M20, entropy=H20, **FRACS), keep)
 
 
 def test_ceil_frac_is_robust_to_float_error():
@@ -149,7 +150,7 @@ ST_H = t([[.4, .1, .9, .2], [.1, .1, .1, 0], [.68, .3, .1, 0], [.05, 0, 0, 0]])
 
 
 def stapo(q, p=ST_P):
-    adv = loss.advantages("grpo", ST_REWARDS, ST_CORRECT, p.log(), ST_MASK, G=2)  # plain GRPO A_i
+    adv = loss.advantages("grpo", ST_REWARDS, ST_CORRECT, p.log(), ST_MASK, G=2)[0]  # plain GRPO A_i
     return loss.stapo_keep_mask(p.log() * ST_MASK, ST_H, adv, ST_CORRECT, ST_MASK, q=q)
 
 
@@ -168,9 +169,9 @@ def test_stapo_keep_mask_by_hand():
     # q = .8, tau_h = .70: row 2's t0 (H .68) is now below it and silenced too
     assert stapo(.8).tolist() == [[0, 1, 1, 0], [1, 1, 1, 0], [0, 0, 1, 0], [1, 0, 0, 0]]
     # the dispatcher passes q through
-    adv = loss.advantages("grpo", ST_REWARDS, ST_CORRECT, ST_P.log(), ST_MASK, G=2)
+    adv = loss.advantages("grpo", ST_REWARDS, ST_CORRECT, ST_P.log(), ST_MASK, G=2)[0]
     assert torch.equal(loss.token_weights("stapo", ST_MASK, ST_H, ST_P.log() * ST_MASK, adv, ST_CORRECT,
-                                          stapo_q=.8), stapo(.8))
+                                          **{**FRACS, "stapo_q": .8}), stapo(.8))
 
 
 def test_stapo_without_low_prob_correct_tokens_silences_nothing():
@@ -234,7 +235,7 @@ def test_ict_keep_mask_by_hand():
     expected[2, 9] = 1
     assert torch.equal(keep, expected)
     assert loss.normaliser(keep, "token-mean").item() == 5  # normalise over kept tokens only
-    assert torch.equal(loss.token_weights("ict", mask, u=u), keep)
+    assert torch.equal(loss.token_weights("ict", mask, u=u, **FRACS), keep)
 
 
 # ============================================================================= the masked methods keep GRPO's zero
@@ -247,8 +248,8 @@ def test_zero_advantage_groups_give_zero_policy_gradient(algo):
     mask = torch.ones(12, 5)
     old = torch.where(torch.rand(12, 5, generator=g) < .3, math.log(.001), -torch.rand(12, 5, generator=g))
     entropy, u = torch.rand(12, 5, generator=g), torch.rand(12, 5, generator=g) * LOG2
-    adv = loss.advantages(algo, rewards, rewards, old, mask, G=4)
-    weight = loss.token_weights(algo, mask, entropy, old, adv, rewards, u)
+    adv = loss.advantages(algo, rewards, rewards, old, mask, G=4)[0]
+    weight = loss.token_weights(algo, mask, entropy, old, adv, rewards, u, **FRACS)
     assert weight[:8].sum() > 0 and weight[8:].sum() > 0  # tokens are kept in every group
     logp = old.clone().requires_grad_()
     loss.policy_loss(logp, old, adv, weight, loss.normaliser(weight, "token-mean")).backward()

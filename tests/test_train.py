@@ -140,7 +140,7 @@ def test_entropy_bonus_and_penalty_add_minus_and_plus_c_times_the_entropy(tmp_pa
 # real tau_p = 0.002 a two-step tiny run silences nothing, and kept_frac = 1 could not tell STAPO from GRPO.
 STAPO_EVERYWHERE = """
 import loss, tasks
-loss.stapo_keep_mask.__defaults__ = (1.1, loss.STAPO_Q)
+loss.stapo_keep_mask.__defaults__ = (1.1,)
 tasks.reward = lambda task, text, problem: float(sum(map(ord, text)) % 2 == 0)
 """
 

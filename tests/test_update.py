@@ -9,6 +9,7 @@ import torch
 
 import gate
 import loss
+import metrics
 import parallel
 import update
 from model import char_tokenizer, response_logprobs, tiny_model
@@ -50,7 +51,7 @@ def batch(seed=0):
     rewards = (torch.rand(B) < 0.5).float()
     with torch.no_grad():
         old = (response_logprobs(model, ids, att, P)[0] - 0.05 * torch.rand(B, T)) * mask
-    adv = loss.advantages("ds-grpo", rewards, rewards, old, mask, G, 1.0, 0.1)
+    adv = loss.advantages("ds-grpo", rewards, rewards, old, mask, G, 1.0, 0.1)[0]
     return model, ids, att, P, mask, adv, old
 
 
@@ -59,7 +60,7 @@ def micro_loss_for(mask, adv, old, denom, agg="token-mean"):
         m, a, o = mask[rows, :T], adv[rows, :T], old[rows, :T]
         objective = loss.policy_loss(logp, o, a, m, denom, agg) + loss.entropy_term("entropy-bonus", entropy, m, agg,
                                                                                     denom, 0.01)
-        return objective, loss.ratio_stats(logp, o, a, m)
+        return objective, metrics.ratio_stats(logp, o, a, m)
     return micro_loss
 
 
@@ -198,10 +199,10 @@ def test_a_gate_that_never_fires_reuses_like_ppo_epochs():
 
 
 def test_pi_old_pass_is_skipped_only_where_nothing_needs_it_before_the_update():
-    # one pass of grpo / ds-grpo seq: pi_old is the training pass itself
-    assert update.pi_old_is_the_update("grpo", "seq", 1) and update.pi_old_is_the_update("ds-grpo", "seq", 1)
+    # one pass of grpo or the entropy heuristics: pi_old is the training pass itself
+    assert update.pi_old_is_the_update("grpo", 1) and update.pi_old_is_the_update("entropy-bonus", 1)
     # a second pass trains other weights than those that sampled
-    assert not update.pi_old_is_the_update("grpo", "seq", 2)
-    # these read pi_old's log-probs or entropies before the update: keep masks, a group-centred term, DASD's gap
-    for algo, form in [("20-entropy", "seq"), ("stapo", "seq"), ("ds-grpo", "reward"), ("dasd", "seq")]:
-        assert not update.pi_old_is_the_update(algo, form, 1)
+    assert not update.pi_old_is_the_update("grpo", 2)
+    # these read pi_old's log-probs or entropies before the update: DS-Eq.6's term, keep masks, DASD's gap
+    for algo in ("ds-grpo", "20-entropy", "stapo", "dasd"):
+        assert not update.pi_old_is_the_update(algo, 1)
