@@ -35,7 +35,7 @@ import parallel
 import rollout
 import update
 from configurator import configure
-from model import char_tokenizer, response_logprobs, tiny_model
+from model import QWEN25_SHAPES, char_tokenizer, response_logprobs, tiny_model
 from rollout import generate, response_mask_from
 
 # ----------------------------------------------------------------------------- config
@@ -55,10 +55,7 @@ out = "out/bench.json"
 device = "cuda" if torch.cuda.is_available() else "cpu"
 configure(globals(), sys.argv[1:])
 # -----------------------------------------------------------------------------
-SHAPES = {  # (hidden, intermediate, layers, heads, kv heads) of the Qwen2.5 configs on the hub
-    "qwen2.5-0.5b": (896, 4864, 24, 14, 2),
-    "qwen2.5-1.5b": (1536, 8960, 28, 12, 2),
-}
+SHAPES = QWEN25_SHAPES
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 tensor-core peak
 if shape != "tiny" and shape not in SHAPES:
     raise SystemExit(f"shape must be 'tiny' or one of {list(SHAPES)}, got {shape!r}")

@@ -101,6 +101,15 @@ def _same(saved, text):  # a saved setting against its --key=value text
         return False
 
 
+def run_settings(ckpt_dir):
+    """The settings of the train.py run that wrote checkpoint ckpt_dir ({} for anything else: a hub model, the
+    shipped base): settings.json, or the config in state.pt of a checkpoint older than that file."""
+    if os.path.exists(os.path.join(ckpt_dir, "settings.json")):
+        with open(os.path.join(ckpt_dir, "settings.json")) as f:
+            return json.load(f)
+    return load_state(ckpt_dir)["config"] if os.path.exists(os.path.join(ckpt_dir, "state.pt")) else {}
+
+
 def saved_settings(state, argv):
     """The resumed run's own settings, except those given again on the command line (they win) and the
     device and dtype, which are this machine's. A change the checkpoint cannot honour (FIXED_AT_RESUME) is
@@ -125,6 +134,9 @@ def save_checkpoint(ckpt_dir, model, tokenizer, state, weights=None):
     try:
         save_policy(model, tokenizer, tmp, weights)
         torch.save(state, os.path.join(tmp, "state.pt"))
+        if "config" in state:  # the run's settings, readable without torch (eval.py evaluates with them)
+            with open(os.path.join(tmp, "settings.json"), "w") as f:
+                json.dump(state["config"], f, indent=2)
     except (OSError, RuntimeError) as e:  # ENOSPC comes as OSError, or from torch.save as a RuntimeError
         shutil.rmtree(tmp, ignore_errors=True)
         reason = getattr(e, "strerror", None) or str(e).splitlines()[0][:100]

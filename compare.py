@@ -148,6 +148,7 @@ def run_jobs(todo, t0, n):
             run_dir = os.path.join(out_dir, name)
             if warm and not os.path.exists(os.path.join(run_dir, warm)):
                 shutil.copytree(os.path.join(base, warm), os.path.join(run_dir, warm))
+            os.makedirs(run_dir, exist_ok=True)  # (from the shipped base there is no warm start copied in to make it)
             resume = ["--init_from=resume"] if os.path.exists(os.path.join(run_dir, "ckpt")) else []
             cmd = [sys.executable, "train.py", f"--out_dir={run_dir}", *common, *extra, *resume]
             env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}

@@ -5,6 +5,7 @@ runs the config file (plain Python assignments) and then the --key=value pairs. 
 already exist and keep its type (an int may become a float; a bare --flag sets a bool to True);
 anything else is a one-line error.
 """
+import ast
 import traceback
 from ast import literal_eval
 
@@ -18,6 +19,21 @@ def _check(cfg, key, value, source):
     if type(value) is not type(old):
         raise SystemExit(f"{source}: {key} must be {type(old).__name__} like {old!r}, got {value!r}")
     return value
+
+
+def script_defaults(path):
+    """The constants a script sets at its top level (NAME = a literal), read without running it: another script
+    (eval.py) takes train.py's defaults from train.py itself instead of restating them."""
+    with open(path) as f:
+        tree = ast.parse(f.read())
+    out = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                out[node.targets[0].id] = literal_eval(node.value)
+            except ValueError:  # an expression (device = "cuda" if ... else ...): not a plain default
+                pass
+    return out
 
 
 def configure(cfg, argv):

@@ -12,6 +12,8 @@ flattening sums into (added terms, subtracted terms) and products into (multipli
 factors, divided factors), each a sorted tuple.
 """
 import hashlib
+import json
+import os
 import random
 from fractions import Fraction
 from functools import lru_cache
@@ -244,11 +246,38 @@ def load_countdown_hf(name="Jiayi-Pan/Countdown-Tasks-3to4", split="train", limi
     return problems
 
 
+CACHE = os.environ.get("DS_GRPO_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "ds-grpo")
+
+
+def cached_problems(n, seed=0, **regime):
+    """generate_problems, kept on disk in CACHE: the solver enumerates every expression of each number set it
+    draws (about 30 s for the default 8,000 problems), so a regime is generated once per machine. The file's name
+    holds a hash of this source file too: a change to the generator makes a new one. A cache file that cannot be
+    read is made again; one that cannot be written is skipped."""
+    with open(__file__, "rb") as f:
+        key = hashlib.sha256(f.read() + repr((n, seed, sorted(regime.items()))).encode()).hexdigest()[:24]
+    path = os.path.join(CACHE, f"countdown_{key}.json")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        pass
+    problems = generate_problems(n, seed, **regime)
+    try:
+        os.makedirs(CACHE, exist_ok=True)
+        with open(f"{path}.{os.getpid()}.tmp", "w") as f:  # renamed when whole: a reader never sees half a file
+            json.dump(problems, f)
+        os.replace(f"{path}.{os.getpid()}.tmp", path)
+    except OSError:
+        pass
+    return problems
+
+
 def load_problems(dataset="generated", n_problems=8000, seed=0, **regime):
     """(train, test) problem lists: the seeded local generator (default, offline; `regime` are the
     generate_problems knobs) or the hub set."""
     if dataset == "generated":
-        return train_test_split(generate_problems(n_problems, seed, **regime))
+        return train_test_split(cached_problems(n_problems, seed, **regime))
     if dataset == "hf":
         return train_test_split(load_countdown_hf(limit=n_problems))
     raise SystemExit(f"dataset must be 'generated' or 'hf', got {dataset!r}")

@@ -3,7 +3,7 @@ pass@k evaluation. `python eval.py` samples n responses per held-out problem fro
 prints unbiased pass@k for k = 1, 2, 4, ..., n, with distinct correct answers per problem and mean
 token entropy; the table is also written as JSON. train.py calls the same evaluate().
 
-  python eval.py                                   # out/ckpt on the generated test split, n=64
+  python eval.py                                   # out/ckpt, n=64, on its run's problems, template, T
   python eval.py --ckpt=out/warmstart_countdown --n=256 --out=warm.json   # the warm start, same problems
   python eval.py --task=math --dataset=math500 --eval_problems=500 --n=16 --ckpt=Qwen/Qwen2.5-Math-1.5B \
       --template=instruct --temperature=0.7 --max_new_tokens=2048          # a real model on MATH-500
@@ -102,7 +102,7 @@ NOT_SETTINGS = ("algo", "out_dir", "device", "dtype", "compile", "eval_batch_row
                 "wandb_project", "wandb_run_name")  # what may differ from the shipped run: no effect on its numbers
 
 
-NOT_READ_BY_GRPO = ("alpha", "beta", "ds_form", "entropy_coef", "top_entropy_frac", "stapo_q", "ict_warmup_steps",
+NOT_READ_BY_GRPO = ("alpha", "beta", "ds_form", "entropy_coef", "top_entropy_frac", "stapo_q", "ict_warmup_steps", "ict_frac",
                     "dasd_beta", "dasd_rho", "dasd_norm", "warmstart_hint_frac")  # the other methods' constants
 
 
@@ -137,22 +137,21 @@ def format_start_vs_final(start, final, steps, algo="", reference=None):
     return "\n".join(lines)
 
 
+# what eval.py takes from the run that wrote the checkpoint (else from train.py's defaults): the problems, and how
+# they are posed and sampled
+RUN_SETTINGS = ("task", "dataset", "n_problems", "data_seed", "val_problems", "eval_split", "eval_problems", "cd_sizes",
+                "cd_min_num", "cd_max_num", "cd_max_target", "cd_min_solutions", "cd_target", "template",
+                "max_new_tokens", "temperature")
+
 if __name__ == "__main__":
     import tempfile
     from contextlib import nullcontext
     import countdown
-    from configurator import configure
+    from checkpoint import run_settings
+    from configurator import configure, script_defaults
     from model import load_policy
     ckpt = "out/ckpt"  # a checkpoint directory (save_pretrained format) or a hub name
     n = 64  # samples per problem
-    temperature = 1.0  # the training temperature of the tiny default; 0 = greedy
-    max_new_tokens = 32
-    template = "tiny"  # prompt template: 'tiny' or 'instruct' (real models)
-    task = "countdown"  # 'countdown' or 'math'
-    dataset = "generated"  # see tasks.load: 'generated', 'hf' (Countdown), or a math set such as 'math500'
-    eval_problems = 100  # held-out problems to evaluate (the first ones of the test split), as train.py
-    n_problems, data_seed = 8000, 0  # must match the training run's data, and so must its Countdown regime:
-    cd_sizes, cd_min_num, cd_max_num, cd_max_target, cd_min_solutions, cd_target = "4", 2, 15, 50, 5, "uniform"
     rows_per_batch = 0  # responses generated at once (their KV cache); 0 = 2**17 // max_new_tokens, at most 512
     micro_batch_size = 16  # rows per pass of the entropy computation (bounds its activations)
     seed = 0
@@ -160,7 +159,19 @@ if __name__ == "__main__":
     out = ""  # JSON output path; default: <ckpt>/eval_n<n>.json (hub model: eval_<name>_n<n>.json; --hint: eval_hint_)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = "bfloat16" if torch.cuda.is_available() else "float32"  # autocast dtype, as train.py
+    # RUN_SETTINGS: train.py's defaults, then the run's own (ckpt/settings.json), then the command line's;
+    # temperature=0 is greedy decoding
+    train_defaults = script_defaults(os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py"))
+    (task, dataset, n_problems, data_seed, val_problems, eval_split, eval_problems, cd_sizes, cd_min_num, cd_max_num,
+     cd_max_target, cd_min_solutions, cd_target, template, max_new_tokens, temperature) = (
+        train_defaults[k] for k in RUN_SETTINGS)
     configure(globals(), sys.argv[1:])
+    given = {a[2:].partition("=")[0] for a in sys.argv[1:] if a.startswith("--")}
+    saved = run_settings(ckpt) if os.path.isdir(ckpt) else {}
+    globals().update({k: saved[k] for k in RUN_SETTINGS if k in saved and k not in given})
+    if saved:
+        print(f"the run's settings ({os.path.join(ckpt, 'settings.json')}): " + ", ".join(
+            f"{k}={globals()[k]!r}" for k in RUN_SETTINGS if k not in given))
     # checked before the model loads or anything is sampled: a bad value is one line, not an hour lost
     if min(n, max_new_tokens, eval_problems, micro_batch_size) < 1 or rows_per_batch < 0:
         raise SystemExit("n, max_new_tokens, eval_problems, micro_batch_size must be >= 1 and rows_per_batch >= 0")
@@ -168,6 +179,8 @@ if __name__ == "__main__":
         raise SystemExit(f"temperature must be >= 0 (0 = greedy), got {temperature}")
     if dtype not in ("float32", "bfloat16"):
         raise SystemExit(f"dtype must be float32 or bfloat16, got {dtype!r}")
+    if eval_split not in ("test", "val"):
+        raise SystemExit(f"eval_split must be 'test' or 'val', got {eval_split!r}")
     # 2**17 tokens: Qwen2.5-Math-1.5B's bfloat16 KV cache is 28 KiB a token, so 64 rows of 2048 new tokens
     # plus the prompt take about 4 GB (README, "Memory")
     rows = rows_per_batch or max(1, min(512, 2 ** 17 // max_new_tokens))
@@ -183,13 +196,14 @@ if __name__ == "__main__":
     torch.manual_seed(seed)
     model, tokenizer = load_policy(ckpt, device)
     regime = countdown.regime(cd_sizes, cd_min_num, cd_max_num, cd_max_target, cd_min_solutions, cd_target)
-    _, test = tasks.load(task, dataset, n_problems, data_seed, regime)
+    train, test = tasks.load(task, dataset, n_problems, data_seed, regime)
+    problems = (test if eval_split == "test" else train[:val_problems])[:eval_problems]  # as train.py chooses them
     ctx = (torch.autocast(device_type=device.split(":")[0], dtype=getattr(torch, dtype))
            if dtype != "float32" else nullcontext())
     with ctx:
-        res = evaluate(model, tokenizer, task, test[:eval_problems], n, temperature, max_new_tokens, template, rows,
+        res = evaluate(model, tokenizer, task, problems, n, temperature, max_new_tokens, template, rows,
                        progress=True, logprob_batch_size=micro_batch_size, hint=hint)
     print(format_table(res))
     with open(path, "w") as f:
-        json.dump({"ckpt": ckpt, **res}, f, indent=2)
+        json.dump({"ckpt": ckpt, "settings": {k: globals()[k] for k in RUN_SETTINGS}, **res}, f, indent=2)
     print(f"wrote {path}")

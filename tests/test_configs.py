@@ -1,46 +1,48 @@
-"""Every config file only sets keys that train.py has, with the right types (the configurator's check)."""
-import ast
+"""Every config file only sets keys that train.py has, with the right types (the configurator's check), and values
+that train.py's own range checks accept; the low-accuracy config makes the regime it says it does."""
 import glob
 import os
 
 import pytest
 
-from configurator import configure
+import checks
+import countdown
+from configurator import configure, script_defaults
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def train_defaults():
     """The constants at the top of train.py, read without running it (it trains on import)."""
-    tree = ast.parse(open(os.path.join(ROOT, "train.py")).read())
-    cfg = {}
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            try:
-                cfg[node.targets[0].id] = ast.literal_eval(node.value)
-            except ValueError:
-                pass  # device/dtype depend on the machine
-    cfg.update(device="cpu", dtype="float32")
-    return cfg
+    return {**script_defaults(os.path.join(ROOT, "train.py")), "device": "cpu", "dtype": "float32"}
 
 
-REAL_MODELS = sorted(p for p in glob.glob(os.path.join(ROOT, "config", "*.py")) if "tiny" not in p)
+CONFIGS = sorted(glob.glob(os.path.join(ROOT, "config", "*.py")))
 
 
-@pytest.mark.parametrize("path", REAL_MODELS)
-def test_config_file_is_valid(path):
-    cfg = configure(train_defaults(), [path])
-    assert cfg["lr"] == 1e-6 and cfg["group_size"] == 8 and cfg["temperature"] == 0.7
-    assert cfg["alpha"] == cfg["beta"] == 0.01 and (cfg["eps_low"], cfg["eps_high"]) == (0.2, 0.25)
-    assert cfg["template"] == "instruct" and cfg["gradient_checkpointing"]
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+def test_config_file_sets_known_keys_with_values_train_py_accepts(path):
+    cfg = configure(train_defaults(), [path])  # an unknown key or a wrong type: SystemExit
+    checks.check(cfg)  # every value in its range: SystemExit naming the first that is not
 
 
-def test_the_low_accuracy_regime_is_the_first_default():
-    # config/countdown_tiny_lowacc.py: 3 or 4 numbers from 1..10, any solvable target, 32 prompts x G = 8
+def test_a_config_value_out_of_range_is_caught(tmp_path):
+    # the check above can fail: a config file with a value train.py refuses
+    bad = tmp_path / "bad.py"
+    bad.write_text("group_size = 1\n")
+    with pytest.raises(SystemExit, match="group_size must be >= 2"):
+        checks.check(configure(train_defaults(), [str(bad)]))
+
+
+def test_the_low_accuracy_config_makes_its_regime():
+    # config/countdown_tiny_lowacc.py: 3 or 4 numbers from 1..10, any solvable target up to 50
     cfg = configure(train_defaults(), [os.path.join(ROOT, "config", "countdown_tiny_lowacc.py")])
-    assert (cfg["cd_sizes"], cfg["cd_min_num"], cfg["cd_max_num"], cfg["cd_max_target"], cfg["cd_min_solutions"],
-            cfg["cd_target"]) == ("3,4", 1, 10, 50, 1, "uniform")
-    assert (cfg["prompts_per_step"], cfg["group_size"], cfg["val_problems"]) == (32, 8, 0)
+    regime = countdown.regime(cfg["cd_sizes"], cfg["cd_min_num"], cfg["cd_max_num"], cfg["cd_max_target"],
+                              cfg["cd_min_solutions"], cfg["cd_target"])
+    problems = countdown.generate_problems(200, 0, **regime)
+    assert {len(p["nums"]) for p in problems} == {3, 4}
+    assert all(1 <= x <= 10 for p in problems for x in p["nums"]) and all(1 <= p["target"] <= 50 for p in problems)
+    assert min(len(p["solutions"]) for p in problems) == 1  # targets with a single solution are in
 
 
 def test_overrides_are_type_checked():

@@ -164,3 +164,18 @@ def test_train_test_split_fraction_and_order_independence():
     shuffled = [{"nums": rng.sample(p["nums"], len(p["nums"])), "target": p["target"]}
                 for p in problems]
     assert {key(p) for p in train_test_split(shuffled)[1]} == {key(p) for p in test}
+
+
+def test_generated_problems_are_cached_on_disk_exactly(tmp_path, monkeypatch):
+    # the second load reads the file the first wrote: the same problems, field for field; a damaged file is made again
+    monkeypatch.setattr(countdown, "CACHE", str(tmp_path))
+    regime = countdown.regime("4", 2, 15, 50, 5, "uniform")
+    fresh = countdown.generate_problems(60, 3, **regime)
+    assert countdown.cached_problems(60, 3, **regime) == fresh
+    [path] = tmp_path.iterdir()
+    assert countdown.cached_problems(60, 3, **regime) == fresh and len(list(tmp_path.iterdir())) == 1
+    path.write_text('[{"nums": [1, 2')  # a kill mid-write elsewhere, a full disk
+    assert countdown.cached_problems(60, 3, **regime) == fresh
+    assert countdown.cached_problems(60, 4, **regime) != fresh  # another seed, another file
+    monkeypatch.setattr(countdown, "CACHE", "/proc/no/such/dir")  # unwritable: generated, nothing raised
+    assert countdown.cached_problems(60, 3, **regime) == fresh

@@ -256,7 +256,7 @@ def test_train_dasd_runs_two_steps_from_a_hinted_warm_start(tmp_path):
     for r in steps:
         assert r["dasd_delta_abs"] > 0 and 0 < r["dasd_pulled"] + r["dasd_pushed"] <= 1
         assert r["dasd_pushed"] < r["dasd_pulled"]  # rho = .2: about a fifth of each response's tokens pushed
-        assert r["dasd_gap"] == r["dasd_gap"] and r["time_teacher"] > 0  # timed (how long: a benchmark's question)
+        assert math.isfinite(r["dasd_gap"]) and r["time_teacher"] > 0  # timed (how long: a benchmark's question)
         assert r["ds_abs"] > 0  # the teacher term as it entered the advantage (the DS metrics' slot)
     assert os.path.exists(os.path.join(out, "final_eval.json"))
 

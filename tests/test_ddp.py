@@ -11,8 +11,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from model import shipped_base
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--init_from=scratch", "--warmstart_steps=30", "--max_steps=2", "--prompts_per_step=4", "--group_size=3",
+TINY = ["--init_from=tiny", "--warmstart_steps=30", "--max_steps=2", "--prompts_per_step=4", "--group_size=3",
         "--n_problems=300", "--eval_problems=5", "--eval_n=2", "--final_eval_n=4", "--max_new_tokens=12",
         "--eval_interval=1", "--ckpt_interval=1",
         "--beta=0.1"]  # DS's penalty (the default beta is 0): a step moves the weights even when every response is wrong
@@ -64,7 +66,7 @@ def test_torchrun_resume_gives_each_rank_its_own_sampling_stream(tmp_path, paral
     for key in ("reward", "entropy", "response_len", "loss", "grad_norm"):
         assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-9), key
     keys = [set(safe_open(os.path.join(out, d, "model.safetensors"), "pt").keys())
-            for out, d in ((straight, "warmstart_countdown"), (stopped, "ckpt"))]
+            for out, d in (("", shipped_base(0)), (stopped, "ckpt"))]
     assert keys[0] == keys[1]  # a plain save_pretrained checkpoint, the tied LM head written once
     # the weights after step 2 depend on AdamW's state after step 1: restored, they are the same
     a, b = (load_file(os.path.join(out, "ckpt", "model.safetensors")) for out in (straight, stopped))

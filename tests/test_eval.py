@@ -146,6 +146,24 @@ def test_eval_py_runs_under_bf16_autocast_and_greedy(tmp_path):
     assert res["problems"] == 2 and math.isfinite(res["entropy"])
 
 
+def test_eval_py_evaluates_with_the_runs_own_settings(tmp_path):
+    # a checkpoint of a run on another regime, split and sampling (its settings.json, as train.py writes it):
+    # eval.py poses the same problems the same way; what the command line gives wins
+    m, tok = tiny_policy()
+    m.save_pretrained(tmp_path / "ckpt")
+    tok.save_pretrained(tmp_path / "ckpt")
+    run = {"n_problems": 400, "cd_max_target": 30, "eval_split": "val", "val_problems": 7, "eval_problems": 5,
+           "max_new_tokens": 6, "temperature": .7, "data_seed": 3}
+    with open(tmp_path / "ckpt" / "settings.json", "w") as f:
+        json.dump({**run, "lr": 1.0}, f)  # and settings eval.py does not read
+    p = eval_py(f"--ckpt={tmp_path / 'ckpt'}", "--n=2", "--eval_problems=4", f"--out={tmp_path / 'res.json'}")
+    assert p.returncode == 0, p.stderr[-2000:]
+    res = json.load(open(tmp_path / "res.json"))
+    assert res["settings"] == {**res["settings"], **run, "eval_problems": 4}  # the run's, and the command line's
+    assert res["settings"]["cd_sizes"] == "4" and res["settings"]["template"] == "tiny"  # train.py's defaults
+    assert res["problems"] == 4 and res["temperature"] == .7
+
+
 @pytest.mark.parametrize("arg, message", [
     ("--temperature=-1", "temperature must be >= 0"),
     ("--n=0", "must be >= 1"),

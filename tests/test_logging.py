@@ -44,7 +44,7 @@ def run_dir(tmp_path_factory):
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_CONFIG_DIR": home,
            "WANDB_CACHE_DIR": home, "WANDB_DATA_DIR": home}
     # two updates per batch with a large lr: the second one sees rho != 1, so the diagnostics are not all 0
-    args = ["--init_from=scratch", "--warmstart_steps=30", "--max_steps=3", "--prompts_per_step=2", "--group_size=3", "--n_problems=300",
+    args = ["--init_from=tiny", "--max_steps=3", "--prompts_per_step=2", "--group_size=3", "--n_problems=300",
             "--eval_problems=3", "--eval_n=2", "--final_eval_n=4", "--max_new_tokens=12", "--eval_interval=2",
             "--ppo_epochs=2", "--lr=5e-3", "--beta=0.1", "--wandb_log=True", "--wandb_run_name=test-run", f"--out_dir={out}"]
     p = subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600,

@@ -4,7 +4,6 @@ identical, and merge_lora.py writes a plain model that transformers loads and th
 adapter computed."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -13,14 +12,12 @@ import torch
 from safetensors.torch import load_file
 from torch.testing import assert_close
 
-import tasks
-from model import load_policy
-from warmstart import warm_start
+from model import load_policy, shipped_base
 from test_ddp import torchrun
 from test_hf_path import CHAT_TEMPLATE, qwen_dir  # noqa: F401 (a fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--init_from=scratch", "--warmstart_steps=30", "--prompts_per_step=2", "--group_size=3", "--n_problems=300", "--eval_problems=3",
+TINY = ["--init_from=tiny", "--warmstart_steps=30", "--prompts_per_step=2", "--group_size=3", "--n_problems=300", "--eval_problems=3",
         "--eval_n=2", "--final_eval_n=2", "--max_new_tokens=12", "--eval_interval=100", "--ckpt_interval=1",
         "--lora_rank=4", "--lora_alpha=8", "--lr=1e-2",
         "--beta=0.1"]  # DS's penalty (the default beta is 0): a step moves the weights even when every response is wrong
@@ -43,12 +40,8 @@ def logits(model, ids):
 
 
 def test_lora_tiny_resume_is_exact_and_merge_loads(tmp_path):
-    # two runs from the same cached warm start (a run that builds its warm start draws other samples:
-    # the warm start reseeds torch): a = 2 steps then resumed to 3, b = 3 steps in one go
+    # two runs from the shipped base: a = 2 steps then resumed to 3, b = 3 steps in one go
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
-    warm_start(os.path.join(a, "warmstart_countdown"), "countdown", tasks.load("countdown", "generated", 300)[0], steps=30,
-               log=lambda *_: None)
-    shutil.copytree(os.path.join(a, "warmstart_countdown"), os.path.join(b, "warmstart_countdown"))
     run("train.py", f"--out_dir={a}", "--max_steps=2", *TINY)
     ckpt = os.path.join(a, "ckpt")
     assert sorted(f for f in os.listdir(ckpt) if "safetensors" in f) == ["adapter_model.safetensors"]  # no base copy
@@ -73,7 +66,7 @@ def test_lora_tiny_resume_is_exact_and_merge_loads(tmp_path):
     assert os.path.exists(os.path.join(merged_dir, "model.safetensors"))
     assert not os.path.exists(os.path.join(merged_dir, "adapter_config.json"))
     merged = AutoModelForCausalLM.from_pretrained(merged_dir)
-    base = AutoModelForCausalLM.from_pretrained(os.path.join(a, "warmstart_countdown"))
+    base = AutoModelForCausalLM.from_pretrained(shipped_base(0))
     ids = torch.tensor([[5, 60, 70, 80, 90, 17, 23]])
     base_logits = logits(base, ids)
     with_adapter = logits(PeftModel.from_pretrained(base, ckpt), ids)

@@ -1,4 +1,4 @@
-"""Smoke runs of compare.py --quick and bench.py on the tiny shape: they run end to end and write what
+"""Smoke runs of compare.py --quick, bench.py and gpu_check.py (its CPU dry run) on the tiny shape: they run end to end and write what
 they promise. Neither asserts a result of the paper or a speed (those are measurements, in the README)."""
 import glob
 import json
@@ -12,6 +12,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+FROM_BASE = ["--train_args=--init_from=tiny"]  # every run from the shipped base: no warm start to build first
 
 
 def run(*args):
@@ -24,7 +25,7 @@ def killed_mid_run(out):
     """Starts compare.py --quick and SIGKILLs it (and its train.py children) as soon as one run has a
     checkpoint but no final evaluation; returns that run's directory."""
     args = [sys.executable, "compare.py", "--quick", f"--out_dir={out}", "--methods=grpo,ds-grpo",
-            "--pairs=ds-grpo:grpo"]
+            "--pairs=ds-grpo:grpo", *FROM_BASE]
     p = subprocess.Popen(args, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          start_new_session=True)
     deadline = time.time() + 600
@@ -42,7 +43,7 @@ def killed_mid_run(out):
 def test_compare_quick_resumes_a_killed_run(tmp_path):
     out = tmp_path / "cmp"
     half = killed_mid_run(str(out))
-    stdout = run("compare.py", "--quick", f"--out_dir={out}", "--methods=grpo,ds-grpo", "--pairs=ds-grpo:grpo")
+    stdout = run("compare.py", "--quick", f"--out_dir={out}", "--methods=grpo,ds-grpo", "--pairs=ds-grpo:grpo", *FROM_BASE)
     name = os.path.basename(half)
     assert f"resume {name}" in stdout and f"start {name}" not in stdout  # continued from its checkpoint
     with open(os.path.join(half, "metrics.jsonl")) as f:
@@ -62,10 +63,10 @@ def test_compare_quick_resumes_a_killed_run(tmp_path):
         assert (out / png).stat().st_size > 1000
     assert "| grpo (×2) |" in (out / "results.md").read_text()
     # a second call finds every run finished and only re-summarises
-    stdout = run("compare.py", "--quick", f"--out_dir={out}", "--methods=grpo,ds-grpo", "--pairs=ds-grpo:grpo")
+    stdout = run("compare.py", "--quick", f"--out_dir={out}", "--methods=grpo,ds-grpo", "--pairs=ds-grpo:grpo", *FROM_BASE)
     assert "] start " not in stdout and "] resume " not in stdout
     # a larger n evaluates every final run again from its last checkpoint (the warm start too), trains nothing
-    stdout = run("compare.py", "--quick", f"--out_dir={out}", "--methods=grpo,ds-grpo", "--pairs=ds-grpo:grpo",
+    stdout = run("compare.py", "--quick", f"--out_dir={out}", "--methods=grpo,ds-grpo", "--pairs=ds-grpo:grpo", *FROM_BASE,
                  "--eval_n=16")
     assert "] start " not in stdout and stdout.count("] resume ") == 4  # 2 methods x 2 seeds; the sweep is kept
     for name in ("base", "grpo_s1", "ds-grpo_s2"):
@@ -101,3 +102,19 @@ def test_compare_dasd_needs_the_hinted_base():  # else DASD would start from ano
     p = subprocess.run([sys.executable, "compare.py", "--methods=grpo,dasd"], cwd=ROOT, capture_output=True,
                        text=True, timeout=120, env=ENV)
     assert p.returncode == 1 and "--warmstart_hint_frac=0.5" in p.stderr
+
+
+def test_gpu_check_dry_run_writes_every_part(tmp_path):
+    # the prepared GPU command, on the CPU at tiny shapes (issue 26): every part runs, and the report names each
+    # with its figures; on this machine the CUDA tests are collected and skipped
+    stdout = run("gpu_check.py", "--dry_run=True", f"--out_dir={tmp_path}")
+    res = json.load(open(tmp_path / "gpu_check.json"))
+    parts = res["parts"]
+    assert list(parts) == ["cuda_tests", "bench_tiny", "lm_head", "tiny_default"]
+    assert all(p["ok"] for p in parts.values()), {k: p["tail"] for k, p in parts.items() if not p["ok"]}
+    assert "skipped" in parts["cuda_tests"]["tail"]
+    assert parts["bench_tiny"]["figures"]["rollout_speedup"] > 0
+    lm = parts["lm_head"]["figures"]
+    assert lm["float32"]["ratio_max_abs_dev"] < 1e-4  # float32 on a CPU: the two passes agree (no bf16 here)
+    assert parts["tiny_default"]["figures"]["wall_s"] > 0
+    assert "| lm_head | yes |" in open(tmp_path / "gpu_check.md").read() and "gpu_check.md" in stdout

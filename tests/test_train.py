@@ -1,5 +1,6 @@
 """End-to-end smoke runs of train.py on a tiny budget (the real default run is in the README)."""
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--init_from=scratch", "--warmstart_steps=30", "--max_steps=2", "--prompts_per_step=2", "--group_size=3",
+TINY = ["--init_from=tiny", "--warmstart_steps=30", "--max_steps=2", "--prompts_per_step=2", "--group_size=3",
         "--n_problems=300", "--eval_problems=3", "--eval_n=2", "--final_eval_n=4", "--max_new_tokens=12",
         "--eval_interval=1", "--ckpt_interval=1",
         "--beta=0.1"]  # a penalty on incorrect responses too, so DS's term is in every step (the default is 0)
@@ -90,11 +91,13 @@ def test_fresh_run_starts_a_fresh_log_and_never_overwrites_a_run(tmp_path):
 
 
 def test_seed_alone_decides_the_samples(tmp_path):
-    # the first run builds the warm start, the second finds it cached: the same seed gives the same run
+    # init_from='scratch' (a base built here, at a small size): the first run builds its warm start, the second
+    # finds it cached; the same seed gives the same run
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
-    run(f"--out_dir={a}", *TINY, "--eval_at_start=False")
+    scratch = ["--init_from=scratch", "--warmstart_steps=30", "--eval_at_start=False"]
+    run(f"--out_dir={a}", *TINY, *scratch)
     shutil.copytree(os.path.join(a, "warmstart_countdown"), os.path.join(b, "warmstart_countdown"))
-    run(f"--out_dir={b}", *TINY, "--eval_at_start=False")
+    run(f"--out_dir={b}", *TINY, *scratch)
     strip = lambda rs: [{k: v for k, v in r.items() if not k.startswith(("time", "eval_time"))} for r in rs]
     assert strip(records(a)) == strip(records(b))
 
@@ -129,7 +132,7 @@ def test_entropy_bonus_and_penalty_add_minus_and_plus_c_times_the_entropy(tmp_pa
         step1 = next(r for r in records(out) if r.get("step") == 1)
         loss[algo], entropy[algo] = step1["loss"], step1["entropy"]
         assert step1["kept_frac"] == 1
-    assert entropy["entropy-bonus"] == entropy["entropy-penalty"] > 0.5  # the same rollouts
+    assert entropy["entropy-bonus"] == entropy["entropy-penalty"] > 0.1  # the same rollouts (the base's: ~0.2)
     assert loss["entropy-bonus"] - loss["entropy-penalty"] == pytest.approx(-2 * c * entropy["entropy-bonus"],
                                                                             abs=1e-4)
 
@@ -171,7 +174,7 @@ def test_train_runs_under_bf16_autocast(tmp_path):
     out = str(tmp_path / "run")
     run(f"--out_dir={out}", "--dtype=bfloat16", *TINY)
     steps = [r for r in records(out) if "step" in r]
-    assert [r["step"] for r in steps] == [1, 2] and all(r["loss"] == r["loss"] for r in steps)
+    assert [r["step"] for r in steps] == [1, 2] and all(math.isfinite(r["loss"]) for r in steps)
     assert os.path.exists(os.path.join(out, "final_eval.json"))
 
 
@@ -180,12 +183,13 @@ def test_train_runs_under_bf16_autocast(tmp_path):
     ("--max_steps=ten", "max_steps must be int"),
     ("--lr=fast", "lr must be float"),
     ("--algo=ppo", "algo must be one of"),
-    ("--init_from=./no/such/model", "does not exist"),
+    ("--init_from=./no/such/model", "init_from must be 'tiny', 'scratch', 'resume', a hub name or an existing"),
     ("nonexistent_config.py", "cannot read config file"),
     ("--out_dir=/proc/x", "cannot write to out_dir='/proc/x'"),
     ("--out_dir=/dev/null/x", "cannot write to out_dir='/dev/null/x' (Not a directory)"),
     ("--cd_sizes=four", "cd_sizes must be"),
-    ("--val_problems=8000", "val_problems=8000 would leave none of the"),
+    ("--val_problems=8000", "val_problems must be < n_problems=8000"),  # before the problems are generated
+    ("--val_problems=7500", "val_problems=7500 would leave none of the"),  # known once they are
     ("--cd_sizes=6", "cd_sizes must be sizes from 2 to 4"),  # would solve for minutes in silence
     ("--device=cuda", "device must be 'cpu' on this machine: torch sees no CUDA GPU"),
     ("--base_seed=7", "base_seed must be one of the shipped bases [0, 1]"),
@@ -251,21 +255,20 @@ torch.nn.utils.clip_grad_norm_ = spy
 """
 
 
-@pytest.mark.parametrize("algo, form", [("ds-grpo", "seq"), ("ds-grpo", "token"), ("entropy-bonus", "seq")])
+@pytest.mark.parametrize("algo, form", [("grpo", "seq"), ("entropy-bonus", "seq"), ("ds-grpo", "seq")])
 def test_skipping_the_pi_old_pass_gives_the_same_update(tmp_path, algo, form):
     # ppo_epochs = 1: pi_old is the policy being trained, so its log-probs are the training pass's own,
-    # detached (the ratio is exactly 1), and DS-Eq.6's term, row by row, comes from them: no forward pass of
-    # its own. Same rollouts (the same seed), so the same step: loss, gradient and the pi_old-based metrics.
+    # detached (the ratio is exactly 1): no forward pass of its own. Same rollouts (the same seed), so the same
+    # step: loss, gradient and the pi_old-based metrics. DS-GRPO keeps the pass: DS-Eq.6's term is part of the
+    # advantage, computed before the update.
     runs = {}
     for skip in (False, True):
         out = tmp_path / str(skip)
-        if skip:
-            shutil.copytree(tmp_path / "False" / "warmstart_countdown", out / "warmstart_countdown")
         run(f"--out_dir={out}", f"--algo={algo}", f"--ds_form={form}", *TINY, "--max_steps=1", "--eval_at_start=False",
             "--micro_batch_size=2", f"--skip_old_logp={skip}", patch=GRAD_SPY.format(path=str(out / "grads.pt")))
         runs[skip] = next(r for r in records(out) if r.get("step") == 1), torch.load(out / "grads.pt")
     (rec, spied), (rec_skip, spied_skip) = runs[False], runs[True]
-    assert spied["old_logp_passes"] == 1 and spied_skip["old_logp_passes"] == 0  # the pass was skipped
+    assert spied["old_logp_passes"] == 1 and spied_skip["old_logp_passes"] == (algo == "ds-grpo")  # skipped or kept
     for a, b in zip(spied_skip["grads"], spied["grads"]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
     for key in ("loss", "grad_norm", "entropy", "entropy_correct", "ds_abs", "ds_correct", "ds_incorrect"):
@@ -282,7 +285,6 @@ def test_dgg_reuses_batches_logs_its_gate_and_resumes_with_the_same_decisions(tm
     dgg = ["--reuse_max=3", "--dgg_window=2", "--dgg_tau=0.0", "--eval_interval=100", "--eval_at_start=False"]
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     run(f"--out_dir={straight}", *TINY, *dgg, "--max_steps=3")
-    shutil.copytree(straight / "warmstart_countdown", stopped / "warmstart_countdown")
     run(f"--out_dir={stopped}", *TINY, *dgg, "--max_steps=2")
     run(f"--out_dir={stopped}", "--init_from=resume", "--max_steps=3")
     steps = [r for r in records(straight) if "step" in r]

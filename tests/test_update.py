@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+import checkpoint
 import gate
 import loss
 import metrics
@@ -141,12 +142,13 @@ def test_gate_never_fires_before_the_window_is_full_nor_on_a_first_pass():
 
 
 def test_gate_state_survives_a_checkpoint(tmp_path):
-    # what train.py saves in state.pt: a resumed gate decides exactly as the uninterrupted one
+    # the gate's window through a real checkpoint (state.pt): a resumed gate decides as the uninterrupted one
     seq = [(True, 1.0), (False, 1.5), (True, 0.7), (False, 0.9), (False, 3.0), (True, 1.2), (False, 1.25)]
     straight, _ = run_gate(seq)
     _, half = run_gate(seq[:4])
-    torch.save({"dgg": half}, tmp_path / "state.pt")
-    state = torch.load(tmp_path / "state.pt", weights_only=False)["dgg"]
+    model, tok = tiny_model(char_tokenizer()), char_tokenizer()  # train.py's own save and load of a checkpoint
+    checkpoint.save_checkpoint(str(tmp_path / "ckpt"), model, tok, {"step": 4, "dgg": half, "config": {}})
+    state = checkpoint.load_state(str(tmp_path / "ckpt"))["dgg"]
     resumed = [gate.decide(state, g, first, 0.5, 3, "energy") for first, g in seq[4:]]
     assert resumed == straight[4:] and straight[4][0]  # the spike fires in both
 
