@@ -5,7 +5,11 @@ KL(pi_old || pi_theta) per step, and the pass@k curve of every evaluation.
 
   python plot.py out/                 # writes out/curves.png
   python plot.py out/grpo grpo.png    # any run directory, any output path
+  python plot.py out/final_eval.json out/grpo/final_eval.json passk.png   # final pass@k curves side by side
+
+With final_eval.json files instead, one figure of their pass@k curves, the first file's starting policy too.
 """
+import json
 import os
 import sys
 
@@ -76,7 +80,48 @@ def plot(out_dir, path=None):
     return path
 
 
+def passk(eval_paths, path):
+    """pass@k curves of train.py's final_eval.json files in one PNG, with the first one's starting policy, each
+    labelled with its algo, n and distinct correct answers per problem."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    runs = []
+    for p in eval_paths:
+        try:
+            with open(p) as f:
+                runs.append(json.load(f))
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"cannot read {p!r} ({getattr(e, 'strerror', None) or e}): give train.py's final_eval.json")
+    curves = [("starting policy", runs[0]["start"])] if runs[0].get("start") else []
+    curves += [(f"{r['algo']}, {r['config']['max_steps']} steps", r) for r in runs]
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for label, r in curves:
+        ks = sorted(r["pass@k"], key=int)
+        distinct = r.get("distinct_correct")
+        ax.plot([int(k) for k in ks], [r["pass@k"][k] for k in ks], "o-", ms=4,
+                label=f"{label} (n={r['n']}" + (f", {distinct:.2f} distinct correct)" if distinct else ")"))
+    ax.set(xlabel="k", ylabel="pass@k", ylim=(0, 1), title=f"{runs[0].get('problems', '?')} held-out problems")
+    ax.set_xscale("log", base=2)
+    ax.grid(alpha=.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=110)
+    except OSError as e:
+        raise SystemExit(f"cannot write {path!r} ({e.strerror}): give a writable path as the last argument")
+    finally:
+        plt.close(fig)
+    return path
+
+
 if __name__ == "__main__":
-    if len(sys.argv) not in (2, 3):
-        raise SystemExit("usage: python plot.py <out_dir> [<png path>]")
-    print(f"wrote {plot(*sys.argv[1:])}")
+    args = sys.argv[1:]
+    if args and args[0].endswith(".json"):
+        if len(args) < 2 or not args[-1].endswith(".png"):
+            raise SystemExit("usage: python plot.py <final_eval.json> [<final_eval.json> ...] <png path>")
+        print(f"wrote {passk(args[:-1], args[-1])}")
+    else:
+        if len(args) not in (1, 2):
+            raise SystemExit("usage: python plot.py <out_dir> [<png path>]")
+        print(f"wrote {plot(*args)}")

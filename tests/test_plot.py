@@ -47,3 +47,22 @@ def test_plot_without_metrics_is_a_one_line_error(tmp_path):
     p = subprocess.run([sys.executable, "plot.py", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
     assert p.returncode != 0 and "Traceback" not in p.stderr
     assert p.stderr.strip().splitlines()[-1] == f"no metrics.jsonl in {str(tmp_path)!r}: give the out_dir of a train.py run"
+
+
+def test_passk_figure_of_final_evaluations(tmp_path):
+    # two final_eval.json files as train.py writes them: one PNG of their pass@k curves and the start's; a file that
+    # is not one is a one-line error
+    final = {"algo": "ds-grpo", "config": {"max_steps": 2}, "n": 4, "problems": 3, "distinct_correct": 1.5,
+             "pass@k": {"1": .5, "2": .6, "4": .75}, "start": {"n": 4, "pass@k": {"1": .25, "2": .4, "4": .5}}}
+    other = {**final, "algo": "grpo", "start": None}
+    for name, r in (("a.json", final), ("b.json", other)):
+        (tmp_path / name).write_text(json.dumps(r))
+    out = tmp_path / "passk.png"
+    p = subprocess.run([sys.executable, "plot.py", str(tmp_path / "a.json"), str(tmp_path / "b.json"), str(out)],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert matplotlib.image.imread(out).shape[:2] == (462, 660)  # 6 x 4.2 inches at 110 dpi
+    (tmp_path / "bad.json").write_text("{")
+    p = subprocess.run([sys.executable, "plot.py", str(tmp_path / "bad.json"), str(out)], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert p.returncode != 0 and p.stderr.strip().splitlines()[-1].startswith(f"cannot read {str(tmp_path / 'bad.json')!r}")
