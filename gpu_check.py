@@ -1,7 +1,7 @@
 """
-The GPU figures in one prepared command: run it first whenever a GPU is lent (issue 26). On one H100 it is sized
-to finish in about 7 minutes; every part is a subprocess with its own time limit, so one that fails or hangs costs
-its own figures only.
+The GPU figures in one prepared command: run it first whenever a GPU is lent (issue 26). It stops within `budget`
+(7 minutes): every part is a subprocess with its share of it as a time limit, so one that fails or hangs costs its own
+figures only.
 
   python gpu_check.py --out_dir=gpu_out      # on the GPU: gpu_out/gpu_check.json and .md, the table printed
   python gpu_check.py --dry_run=True         # CPU, tiny shapes, about a minute: what CI runs, so it cannot rot
@@ -30,7 +30,7 @@ from configurator import configure
 
 out_dir = "out/gpu_check"
 dry_run = False  # CPU, tiny shapes: the same parts, seconds each
-part_timeout = 240  # seconds a part may take before it is stopped (its figures are then missing, not the others')
+budget = 420  # seconds for all the parts together (7 min); each part gets its share of it, LIMITS below
 lm_head_only = False  # the lm_head part alone (gpu_check.py runs itself so in a subprocess)
 configure(globals(), sys.argv[1:])
 
@@ -49,14 +49,25 @@ else:
     PARTS = {
         "cuda_tests": [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=", "-m", "cuda",
                        "tests/test_gpu.py"],
-        "bench_qwen2.5-0.5b": [PY, "bench.py", "--shape=qwen2.5-0.5b", "--trl=True", "--ablate=False",
+        "bench_qwen2.5-0.5b": [PY, "bench.py", "--shape=qwen2.5-0.5b", "--trl=True", "--ablate=False", "--iters=1",
                                f"--out={out_dir}/bench_qwen2.5-0.5b.json"],
-        "bench_qwen2.5-1.5b": [PY, "bench.py", "--shape=qwen2.5-1.5b", "--ablate=False", "--iters=2",
+        "bench_qwen2.5-1.5b": [PY, "bench.py", "--shape=qwen2.5-1.5b", "--ablate=False", "--iters=1",
                                f"--out={out_dir}/bench_qwen2.5-1.5b.json"],
         "lm_head": [PY, "gpu_check.py", "--lm_head_only=True", f"--out_dir={out_dir}"],
         "tiny_default": [PY, "train.py", f"--out_dir={out_dir}/tiny_default", "--max_steps=50", "--eval_interval=50",
                          "--ckpt_interval=50"],
     }
+
+
+LIMITS = {"cuda_tests": .12, "lm_head": .08, "tiny_default": .12}  # shares of `budget`; the benches split the rest
+
+
+def limit(name):
+    """Seconds part `name` may take before it is stopped (its figures are then missing, not the others')."""
+    if dry_run:
+        return 240
+    benches = [n for n in PARTS if n.startswith("bench")]
+    return budget * LIMITS.get(name, (1 - sum(LIMITS.values())) / len(benches))
 
 
 def lm_head_figures(shape):
@@ -114,10 +125,10 @@ def run_part(name, cmd):
     """One part in a subprocess: (ok, seconds, the last lines of its output)."""
     t0 = time.time()
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=part_timeout)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=limit(name))
         ok, text = p.returncode == 0, p.stdout + p.stderr
     except subprocess.TimeoutExpired as e:
-        ok, text = False, f"stopped after {part_timeout} s\n" + (e.stdout or b"").decode(errors="replace")[-2000:]
+        ok, text = False, f"stopped after {limit(name):.0f} s\n" + (e.stdout or b"").decode(errors="replace")[-2000:]
     return ok, time.time() - t0, "\n".join(text.strip().splitlines()[-15:])
 
 
@@ -142,7 +153,7 @@ def main():
     os.makedirs(out_dir, exist_ok=True)
     results, t0 = {}, time.time()
     for name, cmd in PARTS.items():
-        print(f"[{time.time() - t0:5.0f}s] {name}: {' '.join(cmd[1:])}", flush=True)
+        print(f"[{time.time() - t0:5.0f}s] {name} (at most {limit(name):.0f} s): {' '.join(cmd[1:])}", flush=True)
         ok, seconds, tail = run_part(name, cmd)
         figures = None
         path = next((a.split("=", 1)[1] for a in cmd if a.startswith("--out=")), None)
