@@ -39,11 +39,12 @@ if dry_run:
     PARTS = {
         "cuda_tests": [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=", "-m", "cuda",
                        "tests/test_gpu.py"],
-        "bench_tiny": [PY, "bench.py", "--shape=tiny", "--iters=1", "--ablate=False", "--prompts=4",
-                       f"--out={out_dir}/bench_tiny.json"],
+        "bench_tiny": [PY, "bench.py", "--shape=tiny", "--iters=1", "--ablate=False", "--prompts=2", "--group_size=2",
+                       "--new_tokens=4", f"--out={out_dir}/bench_tiny.json"],
         "lm_head": [PY, "gpu_check.py", "--lm_head_only=True", "--dry_run=True", f"--out_dir={out_dir}"],
         "tiny_default": [PY, "train.py", f"--out_dir={out_dir}/tiny_default", "--max_steps=2", "--eval_at_start=False",
-                         "--final_eval_n=2", "--eval_problems=2", "--prompts_per_step=2", "--group_size=4"],
+                         "--final_eval_n=2", "--eval_problems=2", "--prompts_per_step=2", "--group_size=4",
+                         "--n_problems=300", "--max_new_tokens=12"],
     }
 else:
     PARTS = {

@@ -9,6 +9,9 @@ import sys
 import pytest
 import torch
 
+import checks
+from configurator import configure, script_defaults
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--init_from=tiny", "--warmstart_steps=30", "--max_steps=2", "--prompts_per_step=2", "--group_size=3",
         "--n_problems=300", "--eval_problems=3", "--eval_n=2", "--final_eval_n=4", "--max_new_tokens=12",
@@ -196,10 +199,27 @@ def test_train_runs_under_bf16_autocast(tmp_path):
     ("--dynamic_max_draws=0", "dynamic_max_draws must be >= 1"),
 ])
 def test_bad_config_is_a_one_line_error(tmp_path, arg, message):
-    p = run(f"--out_dir={tmp_path}", arg, check=False)
-    assert p.returncode != 0
-    last = p.stderr.strip().splitlines()[-1]
-    assert message in last and "Traceback" not in p.stderr
+    # what train.py does with its arguments before anything is loaded or written: configure, then checks.check, in
+    # this process (a train.py process would spend 2 s importing torch for each); END_TO_END below runs train.py
+    if arg in END_TO_END:
+        p = run(f"--out_dir={tmp_path}", arg, check=False)
+        assert p.returncode != 0 and "Traceback" not in p.stderr
+        assert message in p.stderr.strip().splitlines()[-1]
+        return
+    with pytest.raises(SystemExit) as e:
+        checks.check(configure(train_defaults(), [arg]))
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def train_defaults():
+    """train.py's constants, read without running it, on this machine's device (as train.py would pick it)."""
+    return {**script_defaults(os.path.join(ROOT, "train.py")), "device": "cpu", "dtype": "float32"}
+
+
+# the mistakes found only by train.py itself (its out_dir, the problems once loaded, a config file it reads), and one
+# of each kind above, so that the whole path to the one printed line is run
+END_TO_END = ("--no_such_key=1", "nonexistent_config.py", "--out_dir=/proc/x", "--out_dir=/dev/null/x",
+              "--val_problems=7500", "--init_from=./no/such/model", "--temperature=-1", "--reuse_max=4 --lora_rank=8")
 
 
 @pytest.mark.parametrize("arg, message", [
@@ -229,7 +249,13 @@ def test_bad_config_is_a_one_line_error(tmp_path, arg, message):
     ("--reuse_max=4 --lora_rank=8", "or with LoRA (DGG watches the LM head's gradient, and LoRA freezes it)"),
 ])
 def test_a_value_out_of_range_is_one_line_and_nothing_is_written(tmp_path, arg, message):
-    # a finished run's directory: a bad value must not touch it (no warm start, no checkpoint, no result)
+    # a finished run's directory: a bad value must not touch it (no warm start, no checkpoint, no result). The range
+    # checks in this process (checks.check, as train.py calls it first); END_TO_END ones through train.py
+    if arg not in END_TO_END:
+        with pytest.raises(SystemExit) as e:
+            checks.check(configure(train_defaults(), [*TINY, *arg.split()]))
+        assert message in str(e.value) and "\n" not in str(e.value)
+        return
     out = tmp_path / "run"
     out.mkdir()
     (out / "final_eval.json").write_text('{"pass@k": {"1": 0.5}}')
