@@ -4,12 +4,15 @@ entropy bonus's, the entropy penalty's and GRPO's, from the shipped bases.
 
   python frontier.py --stage=val              # the validation grid of PLAN.md: 63 runs, resumable
   python frontier.py --stage=val --dry_run=True   # list the runs and their train.py arguments, run nothing
+  python frontier.py --stage=val_report       # the finished validation runs as a table (val.md), and val.json
 
 Every run is a plain `train.py` subprocess in its own out_dir under `out_dir`: a finished run (final_eval.json)
 is skipped, a run with a checkpoint resumes, so a stopped stage continues where it stopped. Runs go seed-major
 (every grid point at seed 1, then seed 2, ...), so a stage stopped early has a whole frontier at fewer seeds.
 Each line of `out_dir/<stage>.log` gives a run's start, end and exit code with wall-clock times.
 """
+import json
+import math
 import os
 import subprocess
 import sys
@@ -19,7 +22,7 @@ from configurator import configure
 
 # ----------------------------------------------------------------------------- config
 out_dir = "out/frontier"
-stage = "val"  # 'val': the validation grid (base seed 0, validation problems)
+stage = "val"  # 'val': the validation grid (base seed 0, validation problems); 'val_report': its table so far
 jobs = 1  # train.py processes at once (two at most on the 2-core CPU)
 threads = 1  # torch threads per process
 dry_run = False  # print the runs, start none
@@ -45,9 +48,50 @@ def val_points():
 
 
 def runs():
-    if stage != "val":
-        raise SystemExit(f"stage must be 'val' (the final stage comes after the validation choice), got {stage!r}")
+    if stage not in ("val", "val_report"):
+        raise SystemExit(f"stage must be 'val' or 'val_report' (the final stage comes after the validation choice), "
+                         f"got {stage!r}")
     return {f"{name}_s{s}": [*args, *VAL_EVAL, f"--seed={s}"] for s in VAL_SEEDS for name, args in val_points().items()}
+
+
+def report():
+    """Each grid point's finished seeds: mean pass@1 and pass@64 at the end, with a seed-level t-interval (95%) where
+    there are 2 seeds or more, and the sharpening path (pass@1, pass@64 at steps 0, 100, 200, seed means). Written
+    to out_dir/val.md and val.json; unfinished runs are left out and counted."""
+    import stats
+    from checkpoint import read_log
+    rows, missing = {}, 0
+    for name in runs():
+        run_dir = os.path.join(out_dir, "val", name)
+        if not os.path.exists(os.path.join(run_dir, "final_eval.json")):
+            missing += 1
+            continue
+        evals = {r["eval_step"]: r for r in read_log(os.path.join(run_dir, "metrics.jsonl")) if "eval_step" in r}
+        path = [(s, evals[s]["pass@k"]["1"], evals[s]["pass@k"]["64"]) for s in sorted(evals)]
+        rows.setdefault(name.rsplit("_s", 1)[0], []).append(path)
+    table = {}
+    for point, paths in rows.items():
+        ends = [(p[-1][1], p[-1][2]) for p in paths]
+        entry = {"seeds": len(paths), "path": [[sum(p[i][k] for p in paths) / len(paths) for k in range(3)]
+                                               for i in range(min(len(p) for p in paths))]}
+        for j, key in enumerate(("pass@1", "pass@64")):
+            v = [e[j] for e in ends]
+            mean = sum(v) / len(v)
+            half = (stats.t_quantile(.975, len(v) - 1) * (sum((x - mean) ** 2 for x in v) / (len(v) - 1)) ** .5
+                    / math.sqrt(len(v))) if len(v) > 1 else None
+            entry[key] = {"mean": mean, "half_width": half}
+        table[point] = entry
+    fmt = lambda e: f"{e['mean']:.3f}" + (f" ± {e['half_width']:.3f}" if e["half_width"] is not None else "")
+    lines = [f"Validation runs finished: {sum(e['seeds'] for e in table.values())} of {len(runs())} "
+             f"({missing} to do). Mean over seeds, ± the 95% seed-level t half-width (2+ seeds).", "",
+             "| point | seeds | pass@1 | pass@64 | path: (pass@1, pass@64) at steps 0 / 100 / 200 |", "|---|---|---|---|---|"]
+    lines += [f"| {p} | {e['seeds']} | {fmt(e['pass@1'])} | {fmt(e['pass@64'])} | "
+              + " / ".join(f"({a:.3f}, {b:.3f})" for _, a, b in e["path"]) + " |" for p, e in table.items()]
+    with open(os.path.join(out_dir, "val.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    with open(os.path.join(out_dir, "val.json"), "w") as f:
+        json.dump(table, f, indent=2)
+    print("\n".join(lines))
 
 
 def main():
@@ -85,4 +129,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    report() if stage == "val_report" else main()
