@@ -223,8 +223,8 @@ def sample_and_score(problems):
         sampled = rollout(model, tokenizer, prompts, group_size, max_new_tokens, temperature, micro_batch_size,
                           compile, logprobs=not on_policy)
     t = time.time()
-    rewards = torch.tensor([tasks.reward(task, y, p) for y, p in zip(sampled.texts, (
-        p for p in problems for _ in range(group_size)))], device=device)  # (B,)
+    row_problems = [p for p in problems for _ in range(group_size)]  # the problem each of the B rows answers
+    rewards = torch.tensor([tasks.reward(task, y, p) for y, p in zip(sampled.texts, row_problems)], device=device)
     time_reward[0] += time.time() - t
     return sampled, rewards
 
