@@ -35,7 +35,7 @@ import parallel
 import rollout
 import update
 from configurator import configure
-from model import QWEN25_SHAPES, char_tokenizer, response_logprobs, tiny_model
+from model import PEAK_BF16_FLOPS, QWEN25_SHAPES, char_tokenizer, response_logprobs, tiny_model
 from rollout import generate, response_mask_from
 
 # ----------------------------------------------------------------------------- config
@@ -56,7 +56,7 @@ device = "cuda" if torch.cuda.is_available() else "cpu"
 configure(globals(), sys.argv[1:])
 # -----------------------------------------------------------------------------
 SHAPES = QWEN25_SHAPES
-PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 tensor-core peak
+PEAK_FLOPS = PEAK_BF16_FLOPS
 if shape != "tiny" and shape not in SHAPES:
     raise SystemExit(f"shape must be 'tiny' or one of {list(SHAPES)}, got {shape!r}")
 torch.manual_seed(0)

@@ -15,11 +15,14 @@ command below does it when wheels/ exists). The parts:
   bench_<shape>  bench.py at the Qwen2.5-0.5B and 1.5B shapes (random weights, bf16): our rollout against plain and
                static-cache compiled HF generate (ms per decode step, tokens/s, warm-up apart), training tokens/s,
                MFU and peak memory, one full GRPO step, and TRL's GRPOTrainer step beside it (0.5B)
+  config_<name>  one update of each config/*.py's training at its model's shape (random weights): tokens/s, MFU,
+               peak memory (float32 weights and AdamW states included)
   lm_head      the LM head in float32 (model.scaled_logits, the default) against bf16: the log-prob pass's speed,
                and the spread of the ratio pi_theta / pi_old around 1 at ppo_epochs = 1 (the rollout's pass against
                the training pass's micro-batches)
   tiny_default 50 steps of `python train.py` (the shipped base) on the GPU, with their wall time
 """
+import glob
 import json
 import os
 import subprocess
@@ -32,6 +35,7 @@ out_dir = "out/gpu_check"
 dry_run = False  # CPU, tiny shapes: the same parts, seconds each
 budget = 420  # seconds for all the parts together (7 min); each part gets its share of it, LIMITS below
 lm_head_only = False  # the lm_head part alone (gpu_check.py runs itself so in a subprocess)
+train_config = ""  # a config/*.py: the config_<name> part alone, one update at its model's shape
 configure(globals(), sys.argv[1:])
 
 PY = sys.executable
@@ -42,6 +46,8 @@ if dry_run:
         "bench_tiny": [PY, "bench.py", "--shape=tiny", "--iters=1", "--ablate=False", "--prompts=2", "--group_size=2",
                        "--new_tokens=4", f"--out={out_dir}/bench_tiny.json"],
         "lm_head": [PY, "gpu_check.py", "--lm_head_only=True", "--dry_run=True", f"--out_dir={out_dir}"],
+        "config_countdown_tiny_lowacc": [PY, "gpu_check.py", "--dry_run=True", f"--out_dir={out_dir}",
+                                         "--train_config=config/countdown_tiny_lowacc.py"],
         "tiny_default": [PY, "train.py", f"--out_dir={out_dir}/tiny_default", "--max_steps=2", "--eval_at_start=False",
                          "--final_eval_n=2", "--eval_problems=2", "--prompts_per_step=2", "--group_size=4",
                          "--n_problems=300", "--max_new_tokens=12"],
@@ -55,12 +61,15 @@ else:
         "bench_qwen2.5-1.5b": [PY, "bench.py", "--shape=qwen2.5-1.5b", "--ablate=False", "--iters=1",
                                f"--out={out_dir}/bench_qwen2.5-1.5b.json"],
         "lm_head": [PY, "gpu_check.py", "--lm_head_only=True", f"--out_dir={out_dir}"],
+        **{f"config_{os.path.basename(p)[:-3]}": [PY, "gpu_check.py", f"--out_dir={out_dir}", f"--train_config={p}"]
+           for p in sorted(glob.glob("config/*.py")) if "tiny" not in p},
         "tiny_default": [PY, "train.py", f"--out_dir={out_dir}/tiny_default", "--max_steps=50", "--eval_interval=50",
                          "--ckpt_interval=50"],
     }
 
 
-LIMITS = {"cuda_tests": .12, "lm_head": .08, "tiny_default": .12}  # shares of `budget`; the benches split the rest
+LIMITS = {"cuda_tests": .1, "lm_head": .07, "tiny_default": .1, "config": .07}  # shares of `budget` (each config
+# part .07); the benches split the rest
 
 
 def limit(name):
@@ -68,7 +77,11 @@ def limit(name):
     if dry_run:
         return 240
     benches = [n for n in PARTS if n.startswith("bench")]
-    return budget * LIMITS.get(name, (1 - sum(LIMITS.values())) / len(benches))
+    configs = [n for n in PARTS if n.startswith("config_")]
+    if name.startswith("config_"):
+        return budget * LIMITS["config"]
+    rest = 1 - LIMITS["cuda_tests"] - LIMITS["lm_head"] - LIMITS["tiny_default"] - LIMITS["config"] * len(configs)
+    return budget * LIMITS.get(name, rest / len(benches))
 
 
 def lm_head_figures(shape):
@@ -122,6 +135,71 @@ def lm_head_figures(shape):
     return {"shape": shape, "device": device, **out}
 
 
+SHAPE_OF = {"Qwen/Qwen2.5-0.5B-Instruct": "qwen2.5-0.5b", "Qwen/Qwen2.5-Math-1.5B": "qwen2.5-1.5b",
+            "Qwen/Qwen2.5-3B-Instruct": "qwen2.5-3b"}  # the configs' models, by their shape in model.QWEN25_SHAPES
+
+
+def config_figures(path):
+    """One update of a config's training at its model's shape, random weights, as train.py runs it (float32 weights
+    and AdamW, bf16 autocast on a GPU, its micro_batch_size and gradient checkpointing): two micro-batches of
+    prompt (128 tokens; tiny 24) + max_new_tokens rows through update.update, after one such update as warm-up
+    (AdamW's states allocated). Training tokens/s, MFU (6N + 12 L d T FLOPs per token) and peak GPU memory."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    import loss
+    import model as model_py
+    import parallel
+    import update
+    from configurator import script_defaults
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    cfg = configure({**script_defaults("train.py"), "device": device, "dtype": "float32"}, [path])
+    torch.manual_seed(0)
+    if cfg["init_from"] in ("tiny", "scratch"):
+        policy, P = model_py.tiny_model(model_py.char_tokenizer()), 24
+    elif cfg["init_from"] in SHAPE_OF:
+        d, ff, n_layer, n_head, n_kv = model_py.QWEN25_SHAPES[SHAPE_OF[cfg["init_from"]]]
+        policy, P = Qwen2ForCausalLM(Qwen2Config(vocab_size=151936, hidden_size=d, intermediate_size=ff,
+                                                 num_hidden_layers=n_layer, num_attention_heads=n_head,
+                                                 num_key_value_heads=n_kv, tie_word_embeddings=True)), 128
+    else:
+        raise SystemExit(f"{path}: no shape known for init_from={cfg['init_from']!r}: add it to SHAPE_OF")
+    policy.to(device).train()
+    if cfg["gradient_checkpointing"]:
+        policy.gradient_checkpointing_enable()
+    T, mb = cfg["max_new_tokens"], cfg["micro_batch_size"]
+    rows = 2 * mb
+    ids = torch.randint(1, policy.config.vocab_size, (rows, P + T), device=device)
+    att, mask = torch.ones_like(ids), torch.ones(rows, T, device=device)
+    adv = torch.randn(rows, 1, device=device) * mask
+    denom = loss.normaliser(mask, "token-mean")
+
+    def micro_loss(r, t, logp, entropy):  # on-policy GRPO: pi_old is this pass
+        return loss.policy_loss(logp, logp.detach(), adv[r, :t], mask[r, :t], denom), torch.zeros(3, device=device)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-6)
+    trained = parallel.wrap(policy, None, device)  # the forward update.update calls: log-probs and entropies
+    ctx = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
+    seconds = []
+    for _ in range(2):  # warm-up, then the timed one
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.time()
+        update.update(trained, policy, optimizer, ids, att, P, mask, micro_loss, micro_batch_size=mb, ctx=ctx)
+        if cuda:
+            torch.cuda.synchronize()
+        seconds.append(time.time() - t0)
+    n_params = sum(p.numel() for p in policy.parameters())
+    tokens = rows * (P + T)
+    flops = (6 * n_params + 12 * policy.config.num_hidden_layers * policy.config.hidden_size * (P + T)) * tokens
+    name = torch.cuda.get_device_name() if cuda else "CPU"
+    peak = next((v for k, v in model_py.PEAK_BF16_FLOPS.items() if k in name), None)
+    return {"config": path, "init_from": cfg["init_from"], "params": n_params, "rows": rows, "tokens_per_row": P + T,
+            "gradient_checkpointing": cfg["gradient_checkpointing"], "device": name, "warmup_s": seconds[0],
+            "update_s": seconds[1], "train_tok_s": tokens / seconds[1],
+            "mfu": flops / seconds[1] / peak if peak else None,
+            "peak_memory_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else None}
+
+
 def run_part(name, cmd):
     """One part in a subprocess: (ok, seconds, the last lines of its output)."""
     t0 = time.time()
@@ -158,8 +236,8 @@ def main():
         ok, seconds, tail = run_part(name, cmd)
         figures = None
         path = next((a.split("=", 1)[1] for a in cmd if a.startswith("--out=")), None)
-        if name == "lm_head":
-            path = os.path.join(out_dir, "lm_head.json")
+        if name == "lm_head" or name.startswith("config_"):
+            path = os.path.join(out_dir, f"{name}.json")
         if name == "tiny_default":
             path = os.path.join(out_dir, "tiny_default", "final_eval.json")
         if ok and path and os.path.exists(path):
@@ -180,7 +258,10 @@ def main():
 
 
 if __name__ == "__main__":
-    if lm_head_only:
+    if train_config:
+        with open(os.path.join(out_dir, f"config_{os.path.basename(train_config)[:-3]}.json"), "w") as f:
+            json.dump(config_figures(train_config), f, indent=2)
+    elif lm_head_only:
         with open(os.path.join(out_dir, "lm_head.json"), "w") as f:
             json.dump(lm_head_figures("tiny" if dry_run else "qwen2.5-0.5b"), f, indent=2)
     else:

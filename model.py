@@ -181,7 +181,9 @@ def check_logprobs(model, name="the model"):
 QWEN25_SHAPES = {  # (hidden, intermediate, layers, heads, kv heads) of the Qwen2.5 configs on the hub (bench.py)
     "qwen2.5-0.5b": (896, 4864, 24, 14, 2),
     "qwen2.5-1.5b": (1536, 8960, 28, 12, 2),
+    "qwen2.5-3b": (2048, 11008, 36, 16, 2),
 }
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 tensor-core peak, for MFU
 MAX_LOGITS_PER_CHUNK = 2 ** 25  # float32 logits held at once: 128 MiB, whatever the vocab size
 
 

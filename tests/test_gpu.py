@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import loss
+import parallel
 import update
 from model import load_policy, response_logprobs, shipped_base
 from rollout import generate, rollout
@@ -83,7 +84,7 @@ def test_the_tiny_defaults_update_on_the_gpu_equals_the_cpus(dtype):
                                                                                                            device=device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=2e-4, betas=(0.9, 0.99))
         ctx = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda" and dtype == "bfloat16")
-        out = update.update(model, model, optimizer, ro.input_ids.to(device), ro.attention_mask.to(device),
+        out = update.update(parallel.wrap(model, None, device), model, optimizer, ro.input_ids.to(device), ro.attention_mask.to(device),
                             ro.n_prompt, mask, micro_loss, micro_batch_size=16, ctx=ctx)
         results[device] = out["loss"], out["grad_norm"], [p.detach().cpu() for p in model.parameters()]
     rel = 1e-4 if dtype == "float32" else 3e-2

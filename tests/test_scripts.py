@@ -111,13 +111,15 @@ def test_gpu_check_dry_run_writes_every_part(tmp_path):
     stdout = run("gpu_check.py", "--dry_run=True", f"--out_dir={tmp_path}")
     res = json.load(open(tmp_path / "gpu_check.json"))
     parts = res["parts"]
-    assert list(parts) == ["cuda_tests", "bench_tiny", "lm_head", "tiny_default"]
+    assert list(parts) == ["cuda_tests", "bench_tiny", "lm_head", "config_countdown_tiny_lowacc", "tiny_default"]
     assert all(p["ok"] for p in parts.values()), {k: p["tail"] for k, p in parts.items() if not p["ok"]}
     assert "skipped" in parts["cuda_tests"]["tail"]
     assert parts["bench_tiny"]["figures"]["rollout_speedup"] > 0
     lm = parts["lm_head"]["figures"]
     assert lm["float32"]["ratio_max_abs_dev"] < 1e-4  # float32 on a CPU: the two passes agree (no bf16 here)
     assert parts["tiny_default"]["figures"]["wall_s"] > 0
+    config = parts["config_countdown_tiny_lowacc"]["figures"]  # one update at the config's settings: 2 x 128 rows
+    assert config["rows"] == 256 and config["tokens_per_row"] == 24 + 32 and config["train_tok_s"] > 0
     assert "| lm_head | yes |" in open(tmp_path / "gpu_check.md").read() and "gpu_check.md" in stdout
 
 
