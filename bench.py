@@ -28,14 +28,14 @@ import sys
 import time
 
 import torch
-from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+from transformers import GenerationConfig
 
 import loss
 import parallel
 import rollout
 import update
 from configurator import configure
-from model import PEAK_BF16_FLOPS, QWEN25_SHAPES, char_tokenizer, response_logprobs, tiny_model
+from model import PEAK_BF16_FLOPS, QWEN25_SHAPES, char_tokenizer, random_qwen25, response_logprobs, tiny_model
 from rollout import generate, response_mask_from
 
 # ----------------------------------------------------------------------------- config
@@ -66,11 +66,7 @@ if shape == "tiny":
     model = tiny_model(char_tokenizer())
     prompt_len, new_tokens = prompt_len or 24, new_tokens or 32
 else:
-    d, ff, n_layer, n_head, n_kv = SHAPES[shape]
-    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=151936, hidden_size=d, intermediate_size=ff,
-                                         num_hidden_layers=n_layer, num_attention_heads=n_head,
-                                         num_key_value_heads=n_kv, tie_word_embeddings=True,
-                                         max_position_embeddings=32768, rope_theta=1e6))
+    model = random_qwen25(shape)
     prompt_len, new_tokens = prompt_len or 128, new_tokens or 256
     if gradient_checkpointing:
         model.gradient_checkpointing_enable()

@@ -89,17 +89,13 @@ def lm_head_figures(shape):
     exp(logp_train - logp_rollout) over response tokens (one pass of 64 rows, as the rollout; micro-batches of 16
     with gradients on, as the update)."""
     import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
     import model as model_py
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
     if shape == "tiny":
         model, P, T, B = model_py.tiny_model(model_py.char_tokenizer()), 24, 32, 64
     else:
-        d, ff, n_layer, n_head, n_kv = model_py.QWEN25_SHAPES[shape]
-        model = Qwen2ForCausalLM(Qwen2Config(vocab_size=151936, hidden_size=d, intermediate_size=ff,
-                                             num_hidden_layers=n_layer, num_attention_heads=n_head,
-                                             num_key_value_heads=n_kv, tie_word_embeddings=True))
+        model = model_py.random_qwen25(shape)
         P, T, B = 128, 256, 64
     model.to(device).train()
     ids = torch.randint(1, model.config.vocab_size, (B, P + T), device=device)
@@ -145,7 +141,6 @@ def config_figures(path):
     prompt (128 tokens; tiny 24) + max_new_tokens rows through update.update, after one such update as warm-up
     (AdamW's states allocated). Training tokens/s, MFU (6N + 12 L d T FLOPs per token) and peak GPU memory."""
     import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
     import loss
     import model as model_py
     import parallel
@@ -158,10 +153,7 @@ def config_figures(path):
     if cfg["init_from"] in ("tiny", "scratch"):
         policy, P = model_py.tiny_model(model_py.char_tokenizer()), 24
     elif cfg["init_from"] in SHAPE_OF:
-        d, ff, n_layer, n_head, n_kv = model_py.QWEN25_SHAPES[SHAPE_OF[cfg["init_from"]]]
-        policy, P = Qwen2ForCausalLM(Qwen2Config(vocab_size=151936, hidden_size=d, intermediate_size=ff,
-                                                 num_hidden_layers=n_layer, num_attention_heads=n_head,
-                                                 num_key_value_heads=n_kv, tie_word_embeddings=True)), 128
+        policy, P = model_py.random_qwen25(SHAPE_OF[cfg["init_from"]]), 128
     else:
         raise SystemExit(f"{path}: no shape known for init_from={cfg['init_from']!r}: add it to SHAPE_OF")
     policy.to(device).train()

@@ -183,6 +183,15 @@ QWEN25_SHAPES = {  # (hidden, intermediate, layers, heads, kv heads) of the Qwen
     "qwen2.5-1.5b": (1536, 8960, 28, 12, 2),
     "qwen2.5-3b": (2048, 11008, 36, 16, 2),
 }
+def random_qwen25(shape):
+    """A Qwen2.5 model of QWEN25_SHAPES[shape] with random weights (bench.py, gpu_check.py: nothing downloaded)."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    d, ff, n_layer, n_head, n_kv = QWEN25_SHAPES[shape]
+    return Qwen2ForCausalLM(Qwen2Config(vocab_size=151936, hidden_size=d, intermediate_size=ff, num_hidden_layers=n_layer,
+                                        num_attention_heads=n_head, num_key_value_heads=n_kv, tie_word_embeddings=True,
+                                        max_position_embeddings=32768, rope_theta=1e6))
+
+
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 tensor-core peak, for MFU
 MAX_LOGITS_PER_CHUNK = 2 ** 25  # float32 logits held at once: 128 MiB, whatever the vocab size
 

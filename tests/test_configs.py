@@ -7,14 +7,10 @@ import pytest
 
 import checks
 import countdown
-from configurator import configure, script_defaults
+from configurator import configure
+from test_train import train_defaults
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def train_defaults():
-    """The constants at the top of train.py, read without running it (it trains on import)."""
-    return {**script_defaults(os.path.join(ROOT, "train.py")), "device": "cpu", "dtype": "float32"}
 
 
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "config", "*.py")))
