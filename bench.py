@@ -104,7 +104,7 @@ def timed(fn):
 
 def ours():
     with ctx:
-        return generate(model, prompt_ids, prompt_mask, group_size, new_tokens, 1.0, EOS, PAD, compile)
+        return generate(model, prompt_ids, prompt_mask, group_size, new_tokens, 1.0, EOS, PAD, compile)[0]
 
 
 def hf(cache=None):

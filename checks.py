@@ -22,9 +22,10 @@ def check(cfg):
     ranges = [  # (key, in range, the range)
         ("algo", c.algo in ALGOS, f"one of {ALGOS}"),
         ("dtype", c.dtype in ("float32", "bfloat16"), "float32 or bfloat16"),  # float16 would need a GradScaler
-        ("task", c.task in ("countdown", "math"), "'countdown' or 'math'"),
+        ("task", c.task in ("countdown", "math", "arithmetic"), "'countdown', 'math' or 'arithmetic'"),
         ("template", c.template in ("tiny", "instruct"), "'tiny' or 'instruct'"),
         ("ds_form", c.ds_form in ("seq", "token", "reward"), "'seq', 'token' or 'reward'"),
+        ("scale_rewards", c.scale_rewards in ("group", "batch", "none"), "'group', 'batch' or 'none'"),
         ("agg", c.agg in loss.AGGS, f"one of {loss.AGGS}"),
         ("eval_split", c.eval_split in ("test", "val"), "'test' or 'val'"),
         ("parallelism", c.parallelism in ("ddp", "fsdp"), "'ddp' or 'fsdp'"),

@@ -63,9 +63,9 @@ if quick:  # the smoke test's sizes, then the command line again: what it gives 
 # -----------------------------------------------------------------------------
 METHOD_ARGS = {  # what each method name runs; any other name is a train.py algo with its defaults
     "grpo": ["--algo=grpo"],
-    "grpo-nostd": ["--algo=grpo", "--scale_std=False"],
+    "grpo-nostd": ["--algo=grpo", "--scale_rewards=none"],
     "ds-grpo": ["--algo=ds-grpo", "--ds_form=seq"],
-    "ds-grpo-reward": ["--algo=ds-grpo", "--ds_form=reward", "--scale_std=False"],  # the authors' final code
+    "ds-grpo-reward": ["--algo=ds-grpo", "--ds_form=reward", "--scale_rewards=none"],  # the authors' final code
     "grpo-k4": ["--algo=grpo", "--ppo_epochs=4"],  # every rollout batch used for 4 optimizer passes, no gate
     "grpo-dgg": ["--algo=grpo", "--reuse_max=4"],  # DGG: up to 4 passes, those after the first gated (gate.py)
 }

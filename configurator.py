@@ -10,7 +10,16 @@ import traceback
 from ast import literal_eval
 
 
+# Keys that were renamed: the old spelling still works, read as what it means now
+RENAMED = {"scale_std": ("scale_rewards", {True: "group", False: "none"})}  # scale_std=False is Dr.GRPO's 'none'
+
+
 def _check(cfg, key, value, source):
+    if key in RENAMED and key not in cfg and RENAMED[key][0] in cfg:
+        new, meaning = RENAMED[key]
+        if type(value) is not bool:
+            raise SystemExit(f"{source}: {key} (now {new}) must be True or False, got {value!r}")
+        return _check(cfg, new, meaning[value], source)
     if key not in cfg:
         raise SystemExit(f"{source}: unknown config key {key!r} (see the constants at the top of the script)")
     old = cfg[key]
@@ -18,7 +27,7 @@ def _check(cfg, key, value, source):
         value = float(value)
     if type(value) is not type(old):
         raise SystemExit(f"{source}: {key} must be {type(old).__name__} like {old!r}, got {value!r}")
-    return value
+    return key, value
 
 
 def script_defaults(path):
@@ -56,10 +65,11 @@ def configure(cfg, argv):
                 raise SystemExit(f"config file {arg}, line {line}: {type(e).__name__}: {e}")
             for key, value in scope.items():
                 if not key.startswith("_"):
-                    cfg[key] = keys[key] = _check(keys, key, value, arg)
+                    key, value = _check(keys, key, value, arg)
+                    cfg[key] = keys[key] = value
             continue
         key, sep, text = arg[2:].partition("=")
-        if not sep and isinstance(keys.get(key), bool):
+        if not sep and isinstance(keys.get(key, key in RENAMED), bool):
             sep, text = "=", "True"  # --quick is --quick=True
         if not sep:
             raise SystemExit(f"bad argument {arg!r}: use --key=value")
@@ -69,5 +79,6 @@ def configure(cfg, argv):
             value = text  # a bare string such as --algo=grpo
         if isinstance(keys.get(key), str):
             value = text  # strings stay strings, even --out_dir=123
-        cfg[key] = keys[key] = _check(keys, key, value, arg)
+        key, value = _check(keys, key, value, arg)
+        cfg[key] = keys[key] = value
     return {k: cfg[k] for k in keys}

@@ -18,14 +18,19 @@ import torch
 
 
 # ----------------------------------------------------------------------------- advantages
-def group_advantages(rewards, G, scale_std=True, eps=1e-6):
-    """GRPO: A_i = (r_i - mean_j r_j) / (std_j r_j + eps). Dr.GRPO (scale_std=False) drops the std.
-    A group whose rewards are all equal gets A_i = 0: it carries no signal.
-    std is the unbiased sample std over the G responses (as torch.std, TRL and verl compute it)."""
+def group_advantages(rewards, G, scale_rewards="group", eps=1e-6):
+    """GRPO: A_i = (r_i - mean_j r_j) / (std_j r_j + eps), the std over the group ('group'); 'batch': one std
+    over the whole batch's rewards (TRL's scale_rewards='batch'; per rank under torchrun); 'none': no division
+    (Dr.GRPO). A group whose rewards are all equal gets A_i = 0: it carries no signal.
+    std is the unbiased sample std (as torch.std, TRL and verl compute it)."""
     r = rewards.view(-1, G)  # (B/G, G) one row per prompt
     adv = r - r.mean(-1, keepdim=True)  # r_i - mean_j r_j
-    if scale_std:
+    if scale_rewards == "group":
         adv = adv / (r.std(-1, keepdim=True) + eps)  # / (std_j r_j + eps)
+    elif scale_rewards == "batch":
+        adv = adv / (rewards.std() + eps)  # / (std of all B rewards + eps)
+    elif scale_rewards != "none":
+        raise ValueError(f"scale_rewards must be 'group', 'batch' or 'none', got {scale_rewards!r}")
     return adv.reshape(-1)  # (B,)
 
 
@@ -45,18 +50,18 @@ def ds_term(correct, L, alpha, beta):
     return -alpha * correct * L + beta * (1 - correct) * L
 
 
-def advantages(algo, rewards, correct, old_logp, mask, G, alpha=0.0, beta=0.0, ds_form="seq", scale_std=True):
+def advantages(algo, rewards, correct, old_logp, mask, G, alpha=0.0, beta=0.0, ds_form="seq", scale_rewards="group"):
     """Per-token advantages A (B, T) for `algo`, and DS-Eq.6's part of them (B, T), 0 but for DS-GRPO.
     Methods that only reweight or mask tokens use the plain GRPO advantage here; 'dr-grpo' is GRPO without
     the std division (Dr.GRPO). ds_form places the DS-Eq.6 term in one of the three ways the authors' code did:
       'seq'    (default) A_i + ds_term(L_i), L_i length-normalised, the same for every token of y_i;
       'token'  A_{i,t} = A_i + ds_term(l_{i,t}), the per-token log-prob instead of L_i;
-      'reward' r_i + ds_term(L_i) before group centring (their final code, with scale_std=False); its part
+      'reward' r_i + ds_term(L_i) before group centring (their final code, with scale_rewards='none'); its part
                is then A(r + ds_term) - A(r).
-    Dividing by the group's std is a separate choice (scale_std), so each form can be compared with
+    Dividing by a std is a separate choice (scale_rewards), so each form can be compared with
     GRPO under the same normalisation. old_logp: pi_old's, the policy that sampled (detached)."""
-    scale_std = scale_std and algo != "dr-grpo"  # Dr.GRPO: A_i = r_i - mean_j r_j
-    grpo = group_advantages(rewards, G, scale_std)[:, None] * mask  # (B, T), A_i on every token of y_i
+    scale_rewards = "none" if algo == "dr-grpo" else scale_rewards  # Dr.GRPO: A_i = r_i - mean_j r_j
+    grpo = group_advantages(rewards, G, scale_rewards)[:, None] * mask  # (B, T), A_i on every token of y_i
     if algo != "ds-grpo":
         return grpo, torch.zeros_like(mask)
     if ds_form == "seq":
@@ -65,7 +70,7 @@ def advantages(algo, rewards, correct, old_logp, mask, G, alpha=0.0, beta=0.0, d
         adv = grpo + ds_term(correct[:, None], old_logp.detach(), alpha, beta) * mask  # DS-Eq.6 per token
     elif ds_form == "reward":
         r_ds = rewards + ds_term(correct, seq_logprob(old_logp, mask), alpha, beta)  # DS-Eq.4 with pi_old
-        adv = group_advantages(r_ds, G, scale_std)[:, None] * mask  # centred in the group (the authors: no std)
+        adv = group_advantages(r_ds, G, scale_rewards)[:, None] * mask  # centred in the group (the authors: no std)
     else:
         raise ValueError(f"ds_form must be 'seq', 'token' or 'reward', got {ds_form!r}")
     return adv, adv - grpo

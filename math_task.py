@@ -181,6 +181,35 @@ def generate_math_problems(n, seed=0):
     return problems
 
 
+# Easy arithmetic (task='arithmetic'): one operation on small numbers, for real small instruct models. The
+# answer is read as the last number of the response (reward.last_number_reward), not a \\boxed{}: the one
+# pretrained model a registry-only machine can fetch, SmolLM2-135M-Instruct (4-bit), never boxes but often
+# ends on the right number (pass@1 about 0.4 on single-digit sums and products; README, "A real model").
+ARITHMETIC_INSTRUCTION = "Answer with the number only."
+
+
+def arithmetic_prompt(question, template="instruct", hint=""):
+    text = question + " " + ARITHMETIC_INSTRUCTION if template == "instruct" else question + "\n"
+    return text + HINT_TEMPLATES[template].format(hint=hint) if hint else text
+
+
+def generate_arithmetic(n, seed=0, max_num=12):
+    """n distinct seeded problems 'What is a + b?' / 'a - b' (a >= b) / 'a * b', numbers 1..max_num."""
+    rng = random.Random(seed)
+    problems, seen = [], set()
+    for _ in range(100 * n):
+        if len(problems) == n:
+            return problems
+        a, b, op = rng.randint(1, max_num), rng.randint(1, max_num), rng.choice("+-*")
+        a, b = (b, a) if op == "-" and a < b else (a, b)
+        question = f"What is {a} {op} {b}?"
+        if question not in seen:
+            seen.add(question)
+            problems.append({"question": question, "answer": str(a + b if op == "+" else a - b if op == "-" else a * b)})
+    raise ValueError(f"only {len(problems)} distinct arithmetic problems with numbers up to {max_num}; ask for fewer "
+                     f"than n_problems={n}")
+
+
 def solution_text(problem):
     """The worked answer of a generated problem, e.g. '3*4=12. 7+12-5=14. \\boxed{14}': the
     warm-start target for the tiny model, scored 1.0 by math_reward."""

@@ -46,10 +46,21 @@ def format_line(record):
             f"{r['time_rollout']:.2f}s reward {r['time_reward']:.2f}s train {r['time_train']:.2f}s")
 
 
-def step_record(step, rewards, correct, mask, entropy, shaping, weight, truncated, update_out, G, device="cpu"):
+def logp_mismatch(sample_logp, train_logp, mask):
+    """|log pi_rollout - log pi_train| over response tokens: (mean, max). The same policy scored twice, by the
+    sampler (decode step, KV cache) and by the training forward (whole sequence, autocast): what is left is
+    numerics, which on a GPU in bf16 can bias the ratio; in float32 on a CPU it is ~1e-6."""
+    gap = (sample_logp - train_logp).abs() * mask  # (B, T)
+    return (gap.sum() / mask.sum().clamp(min=1)).item(), gap.max().item()
+
+
+def step_record(step, rewards, correct, mask, entropy, shaping, weight, truncated, update_out, G, device="cpu",
+                sample_logp=None):
     """The step's figures from its batch: rewards, correct (B,); mask, pi_old's entropy, weight (B, T); shaping
     (B, T) what DS-Eq.6 (or DASD's teacher term) added to GRPO's advantage, as applied (0 for the other algos);
-    truncated (B,) responses cut at max_new_tokens; update_out what update.update returned."""
+    truncated (B,) responses cut at max_new_tokens; update_out what update.update returned; sample_logp (B, T)
+    the sampler's log-probs (rollout.Rollout), for the rollout/training mismatch."""
+    mismatch = logp_mismatch(sample_logp, update_out["logp"], mask) if sample_logp is not None else (0.0, 0.0)
     shaping = (shaping * mask).sum(-1) / mask.sum(-1).clamp(min=1)  # (B,) per response, the mean over its tokens
     tok_c, tok_w = mask * correct[:, None], mask * (1 - correct[:, None])  # tokens of correct / wrong responses
     n_c, n_w = max(correct.sum().item(), 1), max((1 - correct).sum().item(), 1)
@@ -67,6 +78,7 @@ def step_record(step, rewards, correct, mask, entropy, shaping, weight, truncate
         "clip_low": clip_low, "clip_high": clip_high, "kl_old": kl_old,  # fractions of tokens; mean k3 KL
         "zero_adv_groups": zero_advantage_frac(rewards, G).item(),  # all-equal rewards: GRPO A_i = 0
         "grad_norm": update_out["grad_norm"],
+        "logp_mismatch_mean": mismatch[0], "logp_mismatch_max": mismatch[1],  # |log pi_rollout - log pi_train|
         **({"mem_peak_gib": torch.cuda.max_memory_allocated() / 2 ** 30}  # a config's peak memory: the largest
            if device.startswith("cuda") else {}),
     }

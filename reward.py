@@ -13,6 +13,7 @@ expr or expr '=' expr (see countdown_reward for how the claimed value counts).
 import logging
 import re
 import threading
+from fractions import Fraction
 
 from countdown import canonical, evaluate, leaves
 
@@ -245,4 +246,21 @@ def math_reward(completion, answer):
             return 0.0
         return 1.0 if p == a or _equivalent(prediction, answer) else 0.0
     except Exception:  # a last resort: the paths above do not raise
+        return 0.0
+
+
+# ----------------------------------------------------------------------------- last number (task='arithmetic')
+_NUMBER = re.compile(r"(?<!\d)-?\d+(?:\.\d+)?")  # a '-' right after a digit is subtraction, not a sign
+MAX_NUMBER_CHARS = 32
+
+
+def last_number_reward(completion, answer):
+    """1.0 if the last number in `completion` equals `answer` (an integer string), else 0.0: '5 + 2 = 7.' is
+    right for 7, '7 or 8' is not. Decimals compare by value ('7.0' is 7). One regex scan: linear, never raises."""
+    try:
+        numbers = _NUMBER.findall(completion) if isinstance(completion, str) else []
+        if not numbers or len(numbers[-1]) > MAX_NUMBER_CHARS:
+            return 0.0
+        return 1.0 if Fraction(numbers[-1]) == Fraction(answer) else 0.0
+    except (ValueError, TypeError, ZeroDivisionError):  # an answer that is not a number
         return 0.0

@@ -30,6 +30,7 @@ class Rollout:
     truncated: torch.Tensor  # (B*G,) bool: no EOS within max_new_tokens
     texts: list  # B*G decoded responses, special tokens removed
     n_prompt: int  # P, the padded prompt length
+    sample_logp: torch.Tensor = None  # (B*G, T) log-probs the sampler drew each token with (decode-time numerics)
 
 
 def response_mask_from(response_ids, eos_token_ids):
@@ -133,7 +134,8 @@ def _set_rng_state(device, state):
 @torch.no_grad()
 def generate(model, input_ids, attention_mask, G, max_new_tokens, temperature, eos_ids, pad_id, compile=False):
     """input_ids, attention_mask (B, P): left-padded prompts. Returns (B*G, T) sampled ids, T <=
-    max_new_tokens, rows b*G..b*G+G-1 from prompt b; after a row's EOS come pad ids. temperature=0
+    max_new_tokens, rows b*G..b*G+G-1 from prompt b; after a row's EOS come pad ids; and (B*G, T) the
+    log-prob each id was drawn with (what the sampler saw: log softmax(logits / T), 0 after EOS). temperature=0
     is greedy decoding. The KV cache is a fixed-size StaticCache (fixed shapes, so compile=True can
     torch.compile the decode step, 'reduce-overhead' = CUDA graphs on a GPU; also faster uncompiled
     on a CPU than a growing cache)."""
@@ -142,11 +144,11 @@ def generate(model, input_ids, attention_mask, G, max_new_tokens, temperature, e
     base, lm_head = getattr(model, model.base_model_prefix), model.get_output_embeddings()
     eos = torch.as_tensor(eos_ids, device=device).reshape(-1)
 
-    def next_token(last_hidden):  # (N, D) -> (N,) sampled ids, from float32 logits as in training
-        logits = scaled_logits(last_hidden, lm_head, 1.0)  # (N, V)
-        if temperature == 0:
-            return logits.argmax(-1)
-        return torch.multinomial(torch.softmax(logits / temperature, -1), 1).squeeze(-1)
+    def next_token(last_hidden):  # (N, D) -> (N,) sampled ids and the log-probs they were drawn with
+        logits = scaled_logits(last_hidden, lm_head, 1.0)  # (N, V) float32, as in training
+        probs = torch.softmax(logits / (temperature or 1.0), -1)
+        tok = logits.argmax(-1) if temperature == 0 else torch.multinomial(probs, 1).squeeze(-1)
+        return tok, probs.gather(-1, tok[:, None]).squeeze(-1).log()
 
     # prefill: each prompt once, then its keys/values copied to its G rows
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, P), as HF does for left padding
@@ -166,13 +168,15 @@ def generate(model, input_ids, attention_mask, G, max_new_tokens, temperature, e
     step_fn = _compiled_decode_step() if compile else _decode_step
 
     out = torch.full((N, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    out_logp = torch.zeros(N, max_new_tokens, device=device)  # 0 after a row's EOS
     done = torch.zeros(N, dtype=torch.bool, device=device)
     ended = torch.full((), max_new_tokens - 1, device=device)  # the step at which every row had ended
     rng = []  # the generator's state before each step since the last check
     for t in range(max_new_tokens):
         rng.append(_rng_state(device))
-        tok = next_token(hidden).masked_fill(done, pad_id)  # (N,)
-        out[:, t] = tok
+        tok, tok_logp = next_token(hidden)  # (N,), (N,)
+        tok = tok.masked_fill(done, pad_id)
+        out[:, t], out_logp[:, t] = tok, tok_logp.masked_fill(done, 0.0)
         done |= torch.isin(tok, eos)
         ended = torch.where(done.all() & (ended > t), t, ended)  # on the device: no host sync
         # Reading `ended` waits for the device, so only every DONE_CHECK_EVERY steps: up to that many - 1
@@ -183,14 +187,14 @@ def generate(model, input_ids, attention_mask, G, max_new_tokens, temperature, e
             if e < t:
                 _set_rng_state(device, rng[e + 1 - (t + 1 - len(rng))])  # the state before step e + 1
             if e <= t:
-                return out[:, :e + 1]
+                return out[:, :e + 1], out_logp[:, :e + 1]
             rng.clear()
         mask[:, P + t] = 1
         pos = pos + 1
         if compile:  # the previous step's output (CUDA graph memory) is dead: it was used by next_token
             torch.compiler.cudagraph_mark_step_begin()
         hidden = step_fn(base, tok[:, None], mask, pos, cache)  # the mask covers the whole static cache
-    return out
+    return out, out_logp
 
 
 @torch.no_grad()
@@ -214,8 +218,8 @@ def rollout(model, tokenizer, prompts, G, max_new_tokens, temperature=1.0, logpr
     eos_ids = end_of_response_ids(model, tokenizer)
     was_training = model.training
     model.eval()
-    response_ids = generate(model, enc.input_ids, enc.attention_mask, G, max_new_tokens, temperature,
-                            eos_ids, tokenizer.pad_token_id, compile)  # (B*G, T)
+    response_ids, sample_logp = generate(model, enc.input_ids, enc.attention_mask, G, max_new_tokens, temperature,
+                                         eos_ids, tokenizer.pad_token_id, compile)  # (B*G, T), (B*G, T)
     n_prompt = enc.input_ids.shape[1]
     response_mask, truncated = response_mask_from(response_ids, eos_ids)
     response_ids = response_ids.masked_fill(response_mask == 0, tokenizer.pad_token_id)
@@ -228,7 +232,8 @@ def rollout(model, tokenizer, prompts, G, max_new_tokens, temperature=1.0, logpr
         old_logp, entropy = old_logp * response_mask, entropy * response_mask
     model.train(was_training)
     texts = tokenizer.batch_decode(response_ids, skip_special_tokens=True)
-    return Rollout(input_ids, attention_mask, response_mask, old_logp, entropy, truncated, texts, n_prompt)
+    return Rollout(input_ids, attention_mask, response_mask, old_logp, entropy, truncated, texts, n_prompt,
+                   sample_logp * response_mask)
 
 
 def join_groups(rollouts, keep, G, pad_id):
@@ -237,7 +242,8 @@ def join_groups(rollouts, keep, G, pad_id):
     right-padded to the longest of them, so positions (from the attention mask) and log-probs are unchanged."""
     P = max(ro.n_prompt for ro in rollouts)
     T = max(ro.response_mask.shape[1] for ro in rollouts)
-    parts = {k: [] for k in ("input_ids", "attention_mask", "response_mask", "old_logp", "entropy", "truncated")}
+    parts = {k: [] for k in ("input_ids", "attention_mask", "response_mask", "old_logp", "entropy", "sample_logp",
+                             "truncated")}
     texts = []
     for ro, groups in zip(rollouts, keep):
         rows = torch.tensor([g * G + i for g in groups for i in range(G)], dtype=torch.long,
@@ -247,7 +253,7 @@ def join_groups(rollouts, keep, G, pad_id):
         parts["input_ids"].append(pad(ro.input_ids[rows], (left, right), value=pad_id))
         parts["attention_mask"].append(pad(ro.attention_mask[rows], (left, right)))
         parts["response_mask"].append(pad(ro.response_mask[rows], (0, right)))
-        for k in ("old_logp", "entropy"):  # None when the rollout skipped its log-prob pass
+        for k in ("old_logp", "entropy", "sample_logp"):  # None when the rollout skipped its log-prob pass
             parts[k].append(None if getattr(ro, k) is None else pad(getattr(ro, k)[rows], (0, right)))
         parts["truncated"].append(ro.truncated[rows])
         texts += [ro.texts[r] for r in rows.tolist()]

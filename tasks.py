@@ -1,11 +1,12 @@
 """
-The two tasks behind a few small functions, so train.py, eval.py and the warm start don't care which
-one runs: each takes the task ('countdown' or 'math') first. A Countdown problem is
-{'nums', 'target', ...}; a math problem is {'question', 'answer'}.
+The tasks behind a few small functions, so train.py, eval.py and the warm start don't care which one
+runs: each takes the task ('countdown', 'math' or 'arithmetic') first. A Countdown problem is
+{'nums', 'target', ...}; a math or arithmetic problem is {'question', 'answer'}. Arithmetic is math's
+easy sibling for small real models: one operation, the answer read as the response's last number.
 """
 import countdown
 import math_task
-from reward import answer_key as countdown_key, countdown_reward, math_reward
+from reward import answer_key as countdown_key, countdown_reward, last_number_reward, math_reward
 
 
 def load(task, dataset, n_problems, seed=0, regime=None):
@@ -23,8 +24,12 @@ def load(task, dataset, n_problems, seed=0, regime=None):
 def _load(task, dataset, n_problems, seed, regime):
     if task == "countdown":
         return countdown.load_problems(dataset, n_problems, seed, **(regime or {}))
+    if task == "arithmetic":
+        if dataset != "generated":
+            raise SystemExit(f"task='arithmetic' has only dataset='generated', got {dataset!r}")
+        return math_task.train_test_split(math_task.generate_arithmetic(n_problems, seed))
     if task != "math":
-        raise SystemExit(f"task must be 'countdown' or 'math', got {task!r}")
+        raise SystemExit(f"task must be 'countdown', 'math' or 'arithmetic', got {task!r}")
     if dataset == "generated":
         return math_task.train_test_split(math_task.generate_math_problems(n_problems, seed))
     test = math_task.load_math(dataset, limit=n_problems)
@@ -39,6 +44,8 @@ def prompt(task, problem, template, tokenizer=None, hint=""):
     the tokenizer's own special tokens (a BOS) to plain text only. hint: see hinted_prompt."""
     if task == "countdown":
         text = countdown.format_prompt(problem["nums"], problem["target"], template, hint)
+    elif task == "arithmetic":
+        text = math_task.arithmetic_prompt(problem["question"], template, hint)
     else:
         text = math_task.math_prompt(problem["question"], template, hint)
     if tokenizer is not None and getattr(tokenizer, "chat_template", None):
@@ -67,9 +74,11 @@ def hinted_prompt(task, problem, template, tokenizer=None, hint_text=None):
 
 
 def reward(task, completion, problem):
-    """Countdown: 1 / FORMAT_SCORE / 0. Math: 1 / 0 (math-verify)."""
+    """Countdown: 1 / FORMAT_SCORE / 0. Math: 1 / 0 (math-verify). Arithmetic: 1 / 0 (the last number)."""
     if task == "countdown":
         return countdown_reward(completion, problem["nums"], problem["target"])
+    if task == "arithmetic":
+        return last_number_reward(completion, problem["answer"])
     return math_reward(completion, problem["answer"])
 
 
@@ -88,4 +97,6 @@ def sft_completion(task, problem, rng):
     problem with many solutions teaches many answers), or the worked answer of a math problem."""
     if task == "countdown":
         return f"<answer>{rng.choice(problem['solutions'])}</answer>"
+    if task == "arithmetic":
+        return problem["answer"]
     return math_task.solution_text(problem)

@@ -47,15 +47,34 @@ def test_group_advantages_G4_by_hand():
 def test_group_advantages_without_std_dr_grpo():
     # Dr.GRPO: only centred. [1,0,0,0] -> [.75,-.25,-.25,-.25]; [1,1,0,0] -> [.5,.5,-.5,-.5]
     r = t([1, 0, 0, 0, 1, 1, 0, 0])
-    assert_close(loss.group_advantages(r, G=4, scale_std=False),
+    assert_close(loss.group_advantages(r, G=4, scale_rewards="none"),
                  t([.75, -.25, -.25, -.25, .5, .5, -.5, -.5]), **TIGHT)
 
 
-@pytest.mark.parametrize("scale_std", [True, False])
-def test_equal_reward_groups_get_exactly_zero(scale_std):
+def test_group_advantages_with_one_batch_std():
+    # scale_rewards='batch' (TRL): centred in the group, divided by ONE std over the batch's 8 rewards.
+    # Three 1s, five 0s: mean 3/8, unbiased var = (3 (5/8)^2 + 5 (3/8)^2) / 7 = (75/64 + 45/64) / 7 = 15/56
+    r = t([1, 0, 0, 0, 1, 1, 0, 0])
+    std = math.sqrt(15 / 56) + 1e-6  # 0.517549, + eps
+    assert_close(loss.group_advantages(r, G=4, scale_rewards="batch"),
+                 t([.75, -.25, -.25, -.25, .5, .5, -.5, -.5]) / std, **TIGHT)
+    # so, unlike per-group scaling, a group's spread keeps its weight: [1,0,0,0]'s +.75 stays below [1,1,0,0]'s
+    # ... whereas 'group' gives +1.5 and +.866
+    with pytest.raises(ValueError, match="scale_rewards must be"):
+        loss.group_advantages(r, G=4, scale_rewards="global")
+
+
+def test_logp_mismatch_by_hand():
+    # |log pi_rollout - log pi_train| on response tokens only: gaps .5 and 0 (the masked third token's 9 ignored)
+    sample, train, mask = t([[-1.0, -2.0, 5.0]]), t([[-1.5, -2.0, -4.0]]), t([[1, 1, 0]])
+    assert metrics.logp_mismatch(sample, train, mask) == (.25, .5)
+
+
+@pytest.mark.parametrize("scale_rewards", ["group", "batch", "none"])
+def test_equal_reward_groups_get_exactly_zero(scale_rewards):
     # all correct, all wrong, all format-score-only: no signal, A_i = 0 exactly (0 / (0 + eps))
     r = t([1, 1, 1, 1, 0, 0, 0, 0, .1, .1, .1, .1])
-    adv = loss.group_advantages(r, G=4, scale_std=scale_std)
+    adv = loss.group_advantages(r, G=4, scale_rewards=scale_rewards)
     assert torch.equal(adv, torch.zeros(12))
 
 
@@ -96,9 +115,9 @@ A = 0.5 / (math.sqrt(0.5) + EPS)
 ALPHA, BETA = .1, .3
 
 
-def adv(algo, ds_form="seq", alpha=ALPHA, beta=BETA, scale_std=True):
+def adv(algo, ds_form="seq", alpha=ALPHA, beta=BETA, scale_rewards="group"):
     return loss.advantages(algo, REWARDS, REWARDS, OLD_LOGP, MASK, G=2, alpha=alpha, beta=beta,
-                           ds_form=ds_form, scale_std=scale_std)[0]
+                           ds_form=ds_form, scale_rewards=scale_rewards)[0]
 
 
 def test_advantages_grpo_by_hand():
@@ -108,7 +127,7 @@ def test_advantages_grpo_by_hand():
     # alpha/beta are ignored by plain GRPO
     assert_close(adv("grpo", alpha=5., beta=5.), expected, **TIGHT)
     # Dr.GRPO: no std -> +-.5
-    assert_close(adv("grpo", scale_std=False),
+    assert_close(adv("grpo", scale_rewards="none"),
                  t([[.5, .5, .5], [-.5, -.5, 0], [-.5, 0, 0], [.5, .5, .5]]), **TIGHT)
 
 
@@ -135,7 +154,7 @@ def test_advantages_ds_reward_by_hand():
     #   r_DS = [1 + .2, 0 - .3 | 0 - 1.2, 1 + .04] = [1.2, -.3 | -1.2, 1.04]
     #   group 1 mean .45 -> [.75, -.75];  group 2 mean -.08 -> [-1.12, 1.12]
     expected = t([[.75] * 3, [-.75, -.75, 0], [-1.12, 0, 0], [1.12] * 3])
-    assert_close(adv("ds-grpo", "reward", scale_std=False), expected, **TIGHT)
+    assert_close(adv("ds-grpo", "reward", scale_rewards="none"), expected, **TIGHT)
     # the std division is a separate choice; with it, each centred pair is divided by its std
     # (sqrt(2) |x| for a pair +-x), so G = 2 keeps only the sign: +-1/sqrt(2)
     s = 2 ** -.5
@@ -143,8 +162,8 @@ def test_advantages_ds_reward_by_hand():
 
 
 def test_advantages_dr_grpo_is_grpo_without_std():
-    # algo 'dr-grpo' is the shorthand for scale_std=False, whatever scale_std says
-    assert_close(adv("dr-grpo"), adv("grpo", scale_std=False), **TIGHT)
+    # algo 'dr-grpo' is the shorthand for scale_rewards="none", whatever scale_rewards says
+    assert_close(adv("dr-grpo"), adv("grpo", scale_rewards="none"), **TIGHT)
     assert_close(adv("dr-grpo"), t([[.5, .5, .5], [-.5, -.5, 0], [-.5, 0, 0], [.5, .5, .5]]), **TIGHT)
 
 
@@ -152,9 +171,9 @@ def test_ds_with_zero_coefficients_is_grpo():
     for form in ("seq", "token"):
         assert_close(adv("ds-grpo", form, alpha=0., beta=0.), adv("grpo"), **TIGHT)
     # the reward form reduces to GRPO under the same normalisation, with or without the std
-    for scale_std in (True, False):
-        assert_close(adv("ds-grpo", "reward", alpha=0., beta=0., scale_std=scale_std),
-                     adv("grpo", scale_std=scale_std), **TIGHT)
+    for scale_rewards in ("group", "none"):
+        assert_close(adv("ds-grpo", "reward", alpha=0., beta=0., scale_rewards=scale_rewards),
+                     adv("grpo", scale_rewards=scale_rewards), **TIGHT)
 
 
 def test_group_composition_by_hand():

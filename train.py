@@ -69,7 +69,7 @@ wandb_project = "ds-grpo"
 wandb_run_name = ""  # '' = wandb picks one
 seed = 1337
 # data
-task = "countdown"  # 'countdown' or 'math'
+task = "countdown"  # 'countdown', 'math' or 'arithmetic' (one operation, for small real models: tasks.py)
 dataset = "generated"  # 'generated' (offline) or a hub set: 'hf' for Countdown, 'gsm8k'/'math' for math (tasks.load)
 n_problems = 8000  # problems generated (or loaded), split 90/10 into train/test
 data_seed = 0
@@ -108,7 +108,8 @@ dgg_signal = "energy"  # DGG: z-score of g = ||grad LM head||^2 ('energy') or of
 eps_low = 0.2
 eps_high = 0.2  # > eps_low is DAPO's clip-higher
 agg = "token-mean"  # 'token-mean', 'seq-mean' or 'constant' (/ n_seq * max_new_tokens: Dr.GRPO as published)
-scale_std = True  # False = Dr.GRPO (no std division of the advantage)
+scale_rewards = "group"  # the advantage's std: 'group' (GRPO), 'batch' (one over the batch), 'none' (Dr.GRPO)
+mask_truncated_completions = False  # a response cut at max_new_tokens gets no gradient (its reward still counts)
 kl_coef = 0.0  # k3 KL to the initial policy; the reference model is loaded only when > 0
 entropy_coef = 0.01  # c of 'entropy-bonus' (loss -= c H) and 'entropy-penalty' (loss += c H), the usual 1e-3..1e-2
 top_entropy_frac = 0.2  # rho of '20-entropy': only the top 20% highest-entropy tokens of the batch learn
@@ -253,7 +254,7 @@ for step in bar:
     # 3. advantages A (B, T), with DS-Eq.6's term from pi_old's log-probs (shaping: that term, as applied), the
     #    tokens that learn (weight: a keep mask for token selection) and the batch-level normaliser
     adv, shaping = loss.advantages(algo, rewards, correct, sampled.old_logp, mask, group_size, alpha, beta, ds_form,
-                                   scale_std)
+                                   scale_rewards)
     if algo == "dasd":  # the policy shown a reference solution (the teacher) scores the sampled tokens: dasd.py
         with ctx, parallel.whole(parallel_model):
             adv, shaping, dasd_log = dasd.shaped_advantages(model, tokenizer, task, problems, template, sampled, adv,
@@ -267,6 +268,8 @@ for step in bar:
                                   temperature)
     weight = loss.token_weights(select, mask, sampled.entropy, sampled.old_logp, adv, correct, u,
                                 top_entropy_frac=top_entropy_frac, stapo_q=stapo_q, ict_frac=ict_frac)
+    if mask_truncated_completions:  # no gradient from a response cut short; its reward still counted in A
+        weight = weight * ~sampled.truncated[:, None]
     denom = loss.normaliser(weight, agg, ddp, max_new_tokens)  # of the whole global batch (see loss.normaliser)
     ref_logp = torch.zeros_like(mask)
     if ref_model is not None:
@@ -296,7 +299,7 @@ for step in bar:
     # 5. metrics (metrics.py): every figure of the step, one line of out/metrics.jsonl
     entropy = updated["entropy"] if on_policy else sampled.entropy  # pi_old's, (B, T)
     record = metrics.step_record(step + 1, rewards, correct, mask, entropy, shaping, weight, sampled.truncated,
-                                 updated, group_size, device)
+                                 updated, group_size, device, sampled.sample_logp)
     record.update(time_rollout=t1 - t0 - time_reward[0], time_reward=time_reward[0], time_train=t3 - t1,
                   **dasd_log, **sampling_log)  # DASD's teacher figures; dynamic sampling's draws and kept groups
     if ddp:  # the global batch's figures: mean over ranks (equal shares), the loss summed

@@ -53,11 +53,11 @@ def update(trained, policy, optimizer, input_ids, attention_mask, n_prompt, mask
           first T response tokens, given the current policy's logp, entropy (b, T) with grad
       dgg: None, or (state, tau, window, signal) of gate.decide: then passes after the first are gated.
     Returns {loss, grad_norm, ratio_sums} of the applied passes (loss and grad norm of the last one), passes
-    (applied), entropy (B, T): the first pass's, detached (pi_old's when that pass is pi_old), and dgg: with DGG, the record's dgg_fired, and dgg_g, dgg_z of the last pass measured (z None
+    (applied), entropy and logp (B, T): the first pass's, detached (pi_old's: that pass is before any step), and dgg: with DGG, the record's dgg_fired, and dgg_g, dgg_z of the last pass measured (z None
     before the window filled); else empty. Raises FloatingPointError when something is not finite."""
     batches = micro_batches(mask, attention_mask, n_prompt, micro_batch_size, trim)
     out = {"loss": 0.0, "grad_norm": 0.0, "ratio_sums": torch.zeros(3, device=mask.device), "passes": 0, "dgg": {},
-           "entropy": torch.zeros_like(mask)}
+           "entropy": torch.zeros_like(mask), "logp": torch.zeros_like(mask)}
     for k in range(passes):
         loss_sum, ratio_sums = 0.0, torch.zeros(3, device=mask.device)
         for i, (rows, first, T) in enumerate(batches):
@@ -69,6 +69,7 @@ def update(trained, policy, optimizer, input_ids, attention_mask, n_prompt, mask
                     objective, stats = micro_loss(rows, T, logp, entropy)
                 if k == 0:
                     out["entropy"][rows, :T] = entropy.detach() * mask[rows, :T]
+                    out["logp"][rows, :T] = logp.detach() * mask[rows, :T]
                 finite = bool(torch.isfinite(objective))
                 if world > 1:  # decided together: a rank that left alone would leave the others waiting
                     finite = parallel.all_true(finite, mask.device)

@@ -45,6 +45,15 @@ def test_overrides_are_type_checked():
     cfg = train_defaults()
     assert configure(cfg, ["--lr=3", "--algo=grpo", "--out_dir=123"])["lr"] == 3.0  # int -> float is fine
     assert cfg["algo"] == "grpo" and cfg["out_dir"] == "123"
-    for bad in (["--lr=abc"], ["--max_steps=1.5"], ["--scale_std=1"], ["--nope=1"], ["--lr"]):
+    for bad in (["--lr=abc"], ["--max_steps=1.5"], ["--lr=True"], ["--nope=1"], ["--lr"]):
         with pytest.raises(SystemExit):
             configure(train_defaults(), bad)
+
+
+def test_the_renamed_scale_std_is_read_as_scale_rewards():
+    # scale_std (a bool) became scale_rewards ('group' / 'batch' / 'none'): old commands and configs keep working
+    assert configure(train_defaults(), ["--scale_std=False"])["scale_rewards"] == "none"  # Dr.GRPO's advantage
+    assert configure(train_defaults(), ["--scale_std"])["scale_rewards"] == "group"
+    assert "scale_std" not in configure(train_defaults(), ["--scale_std=False"])
+    with pytest.raises(SystemExit, match="scale_std \\(now scale_rewards\\) must be True or False"):
+        configure(train_defaults(), ["--scale_std=batch"])

@@ -17,13 +17,13 @@ def _policy_grad(adv_bt, old, mask):
     return logp.grad
 
 
-@pytest.mark.parametrize("scale_std", [True, False])
-def test_grpo_zero_advantage_groups_give_zero_gradient(scale_std):
+@pytest.mark.parametrize("scale_rewards", ["group", "none"])
+def test_grpo_zero_advantage_groups_give_zero_gradient(scale_rewards):
     # G = 4: group 0 all correct, group 1 all wrong, group 2 mixed
     rewards = t([1, 1, 1, 1, 0, 0, 0, 0, 1, 0, 0, 1])
     old = -torch.rand(12, 3, generator=torch.Generator().manual_seed(2)) * 4
     mask = torch.ones(12, 3)
-    a = loss.advantages("grpo", rewards, rewards, old, mask, G=4, scale_std=scale_std)[0]
+    a = loss.advantages("grpo", rewards, rewards, old, mask, G=4, scale_rewards=scale_rewards)[0]
     grad = _policy_grad(a, old, mask)
     assert torch.equal(grad[:8], torch.zeros(8, 3))  # exactly zero: no signal from equal groups
     assert (grad[8:] != 0).all()

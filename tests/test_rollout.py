@@ -58,7 +58,7 @@ def test_generate_matches_hf_generate(tok, name, do_sample):
     ref = hf_generate(m, tok, enc, G, max_new, do_sample)
     torch.manual_seed(123)  # same seed: multinomial draws the same uniforms, so the same tokens
     ours = generate(m, enc.input_ids, enc.attention_mask, G, max_new, 1.0 if do_sample else 0,
-                    end_of_response_ids(m, tok), tok.pad_token_id)
+                    end_of_response_ids(m, tok), tok.pad_token_id)[0]
     assert same_tokens(ours, ref, tok.pad_token_id)
     ended = (ours == tok.eos_token_id).any(-1)
     if do_sample:  # some rows end early, some run to max_new: both paths of the loop are exercised
@@ -99,7 +99,7 @@ def test_generate_changes_with_the_seed(tok):
     draws = []
     for seed in (0, 1):
         torch.manual_seed(seed)
-        draws.append(generate(m, enc.input_ids, enc.attention_mask, 4, 12, 1.0, [tok.eos_token_id], tok.pad_token_id))
+        draws.append(generate(m, enc.input_ids, enc.attention_mask, 4, 12, 1.0, [tok.eos_token_id], tok.pad_token_id)[0])
     assert draws[0].shape != draws[1].shape or not torch.equal(*draws)
 
 
@@ -126,10 +126,10 @@ def test_compiled_decode_step_gives_the_same_tokens_and_keeps_its_cache(tok):
     enc = tok(PROMPTS, return_tensors="pt", padding=True, padding_side="left")
     assert other.input_ids.shape == enc.input_ids.shape  # same shapes: the same cache is reused
     args = (3, 10, 0, [tok.eos_token_id], tok.pad_token_id)
-    plain = generate(m, enc.input_ids, enc.attention_mask, *args)
+    plain = generate(m, enc.input_ids, enc.attention_mask, *args)[0]
     generate(m, other.input_ids, other.attention_mask, *args, compile=True)
     cache = m._rollout_cache[1]
-    assert torch.equal(generate(m, enc.input_ids, enc.attention_mask, *args, compile=True), plain)
+    assert torch.equal(generate(m, enc.input_ids, enc.attention_mask, *args, compile=True)[0], plain)
     assert m._rollout_cache[1] is cache
 
 
@@ -164,7 +164,7 @@ def test_generate_under_autocast_matches_hf_generate(tok, name, do_sample, monke
         ref = hf_generate(m, tok, enc, 4, 12, do_sample)
         torch.manual_seed(7)
         ours = generate(m, enc.input_ids, enc.attention_mask, 4, 12, 1.0 if do_sample else 0,
-                        end_of_response_ids(m, tok), tok.pad_token_id)
+                        end_of_response_ids(m, tok), tok.pad_token_id)[0]
     assert made[0].layers[0].keys.dtype == torch.bfloat16
     assert same_tokens(ours, ref, tok.pad_token_id)
 
@@ -192,7 +192,7 @@ def test_looking_for_the_end_every_few_steps_changes_nothing(tok, monkeypatch, d
         monkeypatch.setattr(rollout_mod, "DONE_CHECK_EVERY", every)
         torch.manual_seed(12)
         out = generate(m, enc.input_ids, enc.attention_mask, 4, 40, 1.0 if do_sample else 0, [tok.eos_token_id],
-                       tok.pad_token_id)
+                       tok.pad_token_id)[0]
         runs.append((out, torch.rand(8)))  # torch.rand: the next draws of the generator
     (ref, ref_next), *others = runs
     assert ref.shape[1] < 40 and ref.shape[1] % rollout_mod.DONE_CHECK_EVERY  # ended between two looks

@@ -10,6 +10,8 @@ import pytest
 import torch
 
 import checks
+from safetensors.torch import load_file
+from model import shipped_base
 from configurator import configure, script_defaults
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -159,6 +161,21 @@ def test_stapo_silences_tokens_in_a_run(tmp_path):
     assert all(0 < r["kept_frac"] < 1 for r in steps)  # some tokens silenced, never all of them
 
 
+def test_mask_truncated_completions_takes_their_gradient_away(tmp_path):
+    # 3 new tokens: no tiny-model answer ('<answer>...</answer>', one token a character) ends that soon, so every
+    # response is truncated; masked, no token learns and the weights stay as they were (a zero gradient moves
+    # AdamW nowhere without weight decay); unmasked, every token learns
+    masked, plain = tmp_path / "masked", tmp_path / "plain"
+    common = [*TINY, "--max_steps=1", "--max_new_tokens=3", "--eval_at_start=False"]
+    run(f"--out_dir={masked}", *common, "--mask_truncated_completions=True")
+    run(f"--out_dir={plain}", *common)
+    m, p = ([r for r in records(d) if "step" in r][0] for d in (masked, plain))
+    assert m["truncated"] == p["truncated"] == 1.0
+    assert m["kept_frac"] == 0.0 and p["kept_frac"] == 1.0
+    base, after = load_file(os.path.join(shipped_base(0), "model.safetensors")), load_file(masked / "ckpt" / "model.safetensors")
+    assert all(torch.equal(base[k], after[k]) for k in base)
+
+
 def test_ds_metrics_follow_ds_form(tmp_path):
     # ds_form='reward' adds the DS term to the reward before group centring: what reaches the advantage is
     # the term minus its group mean, so over the batch it sums to zero (the 'seq' form does not: every
@@ -238,6 +255,7 @@ END_TO_END = ("--no_such_key=1", "nonexistent_config.py", "--out_dir=/proc/x", "
     ("--stapo_q=1.5", "stapo_q must be in [0, 1]"),
     ("--group_size=1", "group_size must be >= 2"),
     ("--ds_form=tokens", "ds_form must be 'seq', 'token' or 'reward'"),
+    ("--scale_rewards=global", "scale_rewards must be 'group', 'batch' or 'none'"),
     ("--eval_split=train", "eval_split must be 'test' or 'val'"),
     ("--cd_target=easy", "cd_target must be 'uniform' or 'weighted'"),
     ("--cd_min_num=20", "cd_min_num must be in 1..cd_max_num=15"),
