@@ -39,7 +39,7 @@ from model import PEAK_BF16_FLOPS, QWEN25_SHAPES, char_tokenizer, random_qwen25,
 from rollout import generate, response_mask_from
 
 # ----------------------------------------------------------------------------- config
-shape = "tiny"  # 'tiny', 'qwen2.5-0.5b', 'qwen2.5-1.5b'
+shape = "tiny"  # 'tiny', 'smollm2-135m' (real weights), 'qwen2.5-0.5b', 'qwen2.5-1.5b'
 prompts = 32  # B prompts per step ...
 group_size = 8  # ... x G responses each
 prompt_len = 0  # tokens per prompt; 0 = the shape's default (tiny 24, qwen 128)
@@ -57,14 +57,17 @@ configure(globals(), sys.argv[1:])
 # -----------------------------------------------------------------------------
 SHAPES = QWEN25_SHAPES
 PEAK_FLOPS = PEAK_BF16_FLOPS
-if shape != "tiny" and shape not in SHAPES:
-    raise SystemExit(f"shape must be 'tiny' or one of {list(SHAPES)}, got {shape!r}")
+if shape not in ("tiny", "smollm2-135m") and shape not in SHAPES:
+    raise SystemExit(f"shape must be 'tiny', 'smollm2-135m' or one of {list(SHAPES)}, got {shape!r}")
 torch.manual_seed(0)
 cuda = device.startswith("cuda")
 ctx = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
 if shape == "tiny":
     model = tiny_model(char_tokenizer())
     prompt_len, new_tokens = prompt_len or 24, new_tokens or 32
+elif shape == "smollm2-135m":  # the real pretrained model (fetched once: model.fetch_smollm2), its own weights
+    model = load_policy(shape)[0]
+    prompt_len, new_tokens = prompt_len or 48, new_tokens or 32
 else:
     model = random_qwen25(shape)
     prompt_len, new_tokens = prompt_len or 128, new_tokens or 256

