@@ -12,6 +12,7 @@ import tempfile
 import torch
 
 import parallel
+from configurator import renamed
 from model import save_policy
 
 
@@ -115,7 +116,7 @@ def saved_settings(state, argv):
     device and dtype, which are this machine's. A change the checkpoint cannot honour (FIXED_AT_RESUME) is
     one line listing every one of them."""
     given = {a[2:].partition("=")[0]: a[2:].partition("=")[2] for a in argv if a.startswith("--")}
-    saved = state["config"]
+    saved = renamed(state["config"])  # a checkpoint from before a key's rename, in today's names
     changed = [f"{k} ({saved[k]!r} -> {given[k]})" for k in FIXED_AT_RESUME
                if k in given and k in saved and not _same(saved[k], given[k])]
     if changed:

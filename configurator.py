@@ -30,6 +30,15 @@ def _check(cfg, key, value, source):
     return key, value
 
 
+def renamed(config):
+    """A config saved before a key was renamed (a run's settings, a shipped results file), in today's names."""
+    out = dict(config)
+    for key, (new, meaning) in RENAMED.items():
+        if key in out:
+            out.setdefault(new, meaning[out.pop(key)])
+    return out
+
+
 def script_defaults(path):
     """The constants a script sets at its top level (NAME = a literal), read without running it: another script
     (eval.py) takes train.py's defaults from train.py itself instead of restating them."""

@@ -112,9 +112,13 @@ def reference_run(config):
     comparable."""
     if not os.path.exists(REFERENCE):
         return None
+    from configurator import renamed, script_defaults
     with open(REFERENCE) as f:
         ref = json.load(f)
-    same = all(ref["config"].get(k) == v for k, v in config.items() if k not in NOT_SETTINGS + NOT_READ_BY_GRPO)
+    stored = renamed(ref["config"])
+    # a key newer than the run: the run behaved as that key's default does (new options default to the old way)
+    defaults = script_defaults(os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py"))
+    same = all(stored.get(k, defaults.get(k)) == v for k, v in config.items() if k not in NOT_SETTINGS + NOT_READ_BY_GRPO)
     return ref if same and config.get("algo") != ref["algo"] else None
 
 
