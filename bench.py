@@ -35,7 +35,7 @@ import parallel
 import rollout
 import update
 from configurator import configure
-from model import PEAK_BF16_FLOPS, QWEN25_SHAPES, char_tokenizer, random_qwen25, response_logprobs, tiny_model
+from model import PEAK_BF16_FLOPS, QWEN25_SHAPES, char_tokenizer, load_policy, random_qwen25, response_logprobs, tiny_model
 from rollout import generate, response_mask_from
 
 # ----------------------------------------------------------------------------- config
