@@ -68,9 +68,10 @@ def check(cfg):
         *((k, getattr(c, k) >= 1, ">= 1") for k in ("cd_max_target", "cd_min_solutions")),
         ("val_problems", c.val_problems < c.n_problems, f"< n_problems={c.n_problems}, to leave problems to train on"),
         ("ict_frac", 0 < c.ict_frac <= 1, "in (0, 1]"),
-        ("init_from", c.init_from in ("tiny", "scratch", "resume") or os.path.exists(os.path.expanduser(c.init_from))
-         or not c.init_from.startswith((".", "/", "~")), "'tiny', 'scratch', 'resume', a hub name or an existing "
-         "directory"),  # a hub name ('org/model') is checked when it loads: offline, only a cached one does
+        ("init_from", c.init_from in ("tiny", "scratch", "resume", "smollm2-135m")
+         or os.path.exists(os.path.expanduser(c.init_from)) or not c.init_from.startswith((".", "/", "~"))
+         and not c.init_from.endswith(".gguf"), "'tiny', 'scratch', 'resume', 'smollm2-135m' (fetched once), a hub "
+         "name, or an existing directory or .gguf file"),  # a hub name is checked when it loads: offline, if cached
     ]
     for key, ok, need in ranges:
         if not ok:

@@ -203,7 +203,8 @@ def test_train_runs_under_bf16_autocast(tmp_path):
     ("--max_steps=ten", "max_steps must be int"),
     ("--lr=fast", "lr must be float"),
     ("--algo=ppo", "algo must be one of"),
-    ("--init_from=./no/such/model", "init_from must be 'tiny', 'scratch', 'resume', a hub name or an existing"),
+    ("--init_from=./no/such/model", "init_from must be 'tiny', 'scratch', 'resume', 'smollm2-135m' (fetched once), a hub"),
+    ("--init_from=SmolLM2-135M.gguf", "an existing directory or .gguf file"),  # not a hub name: a missing file
     ("nonexistent_config.py", "cannot read config file"),
     ("--out_dir=/proc/x", "cannot write to out_dir='/proc/x'"),
     ("--out_dir=/dev/null/x", "cannot write to out_dir='/dev/null/x' (Not a directory)"),
