@@ -22,14 +22,15 @@ MATH_INSTRUCTION = "Let's think step by step and output the final answer within 
 HINT_TEMPLATES = {"instruct": " Hint: the final answer is {hint}.", "tiny": "Hint: {hint}\n"}
 
 
-def math_prompt(question, template="instruct", hint=""):
-    """'instruct': the question and the paper's instruction (real models). 'tiny': the bare
+def math_prompt(question, template="instruct", hint="", instruction=MATH_INSTRUCTION):
+    """'instruct': the question and the instruction (real models; the paper's, or the arithmetic task's
+    ARITHMETIC_INSTRUCTION). 'tiny': the bare
     question and a newline, for the embedded model, whose 128 positions must hold the question
     and the worked answer (the instruction alone is 70 characters). A hint (DASD's reference
     answer) follows; hint='' is the plain prompt exactly."""
     if template not in HINT_TEMPLATES:
         raise ValueError(f"math prompt template must be 'instruct' or 'tiny', got {template!r}")
-    text = question + " " + MATH_INSTRUCTION if template == "instruct" else question + "\n"
+    text = question + " " + instruction if template == "instruct" else question + "\n"
     return text + HINT_TEMPLATES[template].format(hint=hint) if hint else text
 
 
@@ -185,12 +186,7 @@ def generate_math_problems(n, seed=0):
 # answer is read as the last number of the response (reward.last_number_reward), not a \\boxed{}: the one
 # pretrained model a registry-only machine can fetch, SmolLM2-135M-Instruct (4-bit), never boxes but often
 # ends on the right number (pass@1 about 0.4 on single-digit sums and products; README, "A real model").
-ARITHMETIC_INSTRUCTION = "Answer with the number only."
-
-
-def arithmetic_prompt(question, template="instruct", hint=""):
-    text = question + " " + ARITHMETIC_INSTRUCTION if template == "instruct" else question + "\n"
-    return text + HINT_TEMPLATES[template].format(hint=hint) if hint else text
+ARITHMETIC_INSTRUCTION = "Answer with the number only."  # math_prompt's instruction for task='arithmetic'
 
 
 def generate_arithmetic(n, seed=0, max_num=12):

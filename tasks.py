@@ -44,10 +44,9 @@ def prompt(task, problem, template, tokenizer=None, hint=""):
     the tokenizer's own special tokens (a BOS) to plain text only. hint: see hinted_prompt."""
     if task == "countdown":
         text = countdown.format_prompt(problem["nums"], problem["target"], template, hint)
-    elif task == "arithmetic":
-        text = math_task.arithmetic_prompt(problem["question"], template, hint)
     else:
-        text = math_task.math_prompt(problem["question"], template, hint)
+        instruction = math_task.ARITHMETIC_INSTRUCTION if task == "arithmetic" else math_task.MATH_INSTRUCTION
+        text = math_task.math_prompt(problem["question"], template, hint, instruction)
     if tokenizer is not None and getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
                                              add_generation_prompt=True)
