@@ -32,7 +32,7 @@ ALPHAS = (1.0, 3.0, 10.0, 30.0)  # PLAN.md: alpha x beta in {0, 0.3 alpha, alpha
 BONUS = (0.003, 0.01, 0.03, 0.1, 0.3)  # entropy bonus c (extended past the best later, PLAN.md)
 PENALTY = (0.003, 0.01, 0.03)
 VAL_SEEDS = (1, 2, 3)
-VAL_EVAL = ["--base_seed=0", "--eval_split=val", "--val_problems=200", "--eval_problems=200", "--eval_n=64",
+VAL_EVAL = ["--max_steps=200", "--base_seed=0", "--eval_split=val", "--val_problems=200", "--eval_problems=200", "--eval_n=64",
             "--final_eval_n=64", "--eval_interval=100", "--ckpt_interval=25", "--log_interval=50"]
 
 
