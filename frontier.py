@@ -4,7 +4,7 @@ entropy bonus's, the entropy penalty's and GRPO's, from the shipped bases.
 
   python frontier.py --stage=val              # the validation grid of PLAN.md: 63 runs, resumable
   python frontier.py --stage=val --dry_run=True   # list the runs and their train.py arguments, run nothing
-  python frontier.py --stage=val_report       # the finished validation runs as a table (val.md), and val.json
+  python frontier.py --stage=val_report       # the finished validation runs: val.md, val.json, validation.png
 
 Every run is a plain `train.py` subprocess in its own out_dir under `out_dir`: a finished run (final_eval.json)
 is skipped, a run with a checkpoint resumes, so a stopped stage continues where it stopped. Runs go seed-major
@@ -54,6 +54,58 @@ def runs():
     return {f"{name}_s{s}": [*args, *VAL_EVAL, f"--seed={s}"] for s in VAL_SEEDS for name, args in val_points().items()}
 
 
+def method(point):
+    """The method a grid point belongs to: 'grpo', 'ds', 'bonus' or 'penalty'."""
+    return point.split("_")[0]
+
+
+def pareto(points):
+    """The names of the points {name: (pass@1, pass@64)} that no other point dominates (at least as high on both,
+    higher on one): a method's frontier, drawn through them in order of pass@1."""
+    dominated = lambda a, b: b[0] >= a[0] and b[1] >= a[1] and b != a  # b dominates a
+    return sorted((n for n, a in points.items() if not any(dominated(a, b) for b in points.values())),
+                  key=lambda n: points[n][0])
+
+
+COLORS = {"grpo": "black", "ds": "tab:blue", "bonus": "tab:orange", "penalty": "tab:green"}
+
+
+def figure(table, path):
+    """validation.png: each point's seed-mean (pass@1, pass@64) with its 95% seed-level intervals, each method's
+    frontier, and the sharpening paths (seed means at steps 0, 100, 200) as thin lines from the base."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (ax, ax_path) = plt.subplots(1, 2, figsize=(13, 5.5))
+    for name, e in table.items():
+        c = COLORS[method(name)]
+        err = [e[k]["half_width"] or 0.0 for k in ("pass@1", "pass@64")]
+        ax.errorbar(e["pass@1"]["mean"], e["pass@64"]["mean"], xerr=err[0], yerr=err[1], fmt="o", color=c,
+                    ms=4, lw=0.8, capsize=2)
+        ax.annotate(name.split("_", 1)[-1] if "_" in name else name, (e["pass@1"]["mean"], e["pass@64"]["mean"]),
+                    fontsize=6, xytext=(3, 3), textcoords="offset points")
+        xs, ys = [p[1] for p in e["path"]], [p[2] for p in e["path"]]
+        ax_path.plot(xs, ys, "-o", color=c, lw=0.8, ms=2, alpha=0.7)
+    for m, c in COLORS.items():
+        points = {n: (e["pass@1"]["mean"], e["pass@64"]["mean"]) for n, e in table.items() if method(n) == m}
+        front = pareto(points)
+        if front:
+            ax.plot([points[n][0] for n in front], [points[n][1] for n in front], "-", color=c, lw=1.5,
+                    label=f"{m} ({len(points)} points)")
+    base = next(iter(table.values()))["path"][0]
+    for a in (ax, ax_path):
+        a.plot(base[1], base[2], "k*", ms=10, label="base (step 0)" if a is ax else None)
+        a.set_xlabel("pass@1")
+        a.set_ylabel("pass@64")
+        a.grid(alpha=0.3)
+    ax.set_title("validation: seed means, 95% seed-level t intervals, each method's frontier")
+    ax_path.set_title("sharpening paths: steps 0, 100, 200 (seed means)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
 def report():
     """Each grid point's finished seeds: mean pass@1 and pass@64 at the end, with a seed-level t-interval (95%) where
     there are 2 seeds or more, and the sharpening path (pass@1, pass@64 at steps 0, 100, 200, seed means). Written
@@ -91,6 +143,8 @@ def report():
         f.write("\n".join(lines) + "\n")
     with open(os.path.join(out_dir, "val.json"), "w") as f:
         json.dump(table, f, indent=2)
+    if table:
+        figure(table, os.path.join(out_dir, "validation.png"))
     print("\n".join(lines))
 
 
