@@ -12,6 +12,7 @@ import json
 import math
 import os
 import sys
+from collections import Counter
 
 import torch
 
@@ -40,11 +41,12 @@ def evaluate(model, tokenizer, task, problems, n=64, temperature=1.0, max_new_to
     averaged over problems, the mean number of distinct correct answers per problem (tasks.answer_key: for
     Countdown up to commutativity/associativity; None, "n/a", for math), the mean token entropy and the
     accuracy; and the per-problem correct and distinct counts (for pass@k at any k, and to merge
-    data-parallel shards). rows_per_batch responses are generated at once (their KV cache), and
+    data-parallel shards), and how many times each distinct correct answer came (answer_counts: diversity at a
+    matched number of correct samples, stats.matched_distinct). rows_per_batch responses are generated at once (their KV cache), and
     logprob_batch_size rows at a time go through the entropy pass. hint=True samples from the hinted
     prompts of DASD's teacher (tasks.hinted_prompt, the first solution as the hint): can the policy use one?"""
     prompts_per_batch = max(1, rows_per_batch // n)
-    correct_counts, distinct, ent_sum, tok_sum = [], [], 0.0, 0.0
+    correct_counts, distinct, answer_counts, ent_sum, tok_sum = [], [], [], 0.0, 0.0
     batches = range(0, len(problems), prompts_per_batch)
     if progress:
         from tqdm import tqdm
@@ -59,14 +61,15 @@ def evaluate(model, tokenizer, task, problems, n=64, temperature=1.0, max_new_to
             texts = ro.texts[j * n:(j + 1) * n]
             right = [t for t in texts if tasks.reward(task, t, p) == 1.0]
             correct_counts.append(len(right))
-            keys = {tasks.answer_key(task, t, p) for t in right}
-            distinct.append(None if None in keys else len(keys))  # None: the task has no such key
-    return summarize(n, temperature, correct_counts, distinct, ent_sum, tok_sum)
+            keys = [tasks.answer_key(task, t, p) for t in right]  # one per correct response
+            distinct.append(None if None in keys else len(set(keys)))  # None: the task has no such key
+            answer_counts.append(None if None in keys else sorted(Counter(keys).values(), reverse=True))
+    return summarize(n, temperature, correct_counts, distinct, ent_sum, tok_sum, answer_counts)
 
 
-def summarize(n, temperature, correct, distinct, entropy_sum, tokens):
+def summarize(n, temperature, correct, distinct, entropy_sum, tokens, answer_counts=None):
     """The result dict from per-problem counts: correct[i] of the n samples of problem i were right,
-    distinct[i] distinct correct answers. Shards of a data-parallel evaluation merge by concatenating
+    distinct[i] distinct correct answers, answer_counts[i] how many times each came (or None). Shards of a data-parallel evaluation merge by concatenating
     their counts and adding entropy_sum and tokens (merge_results)."""
     m = max(len(correct), 1)  # a data-parallel shard may hold no problem
     return {
@@ -76,6 +79,7 @@ def summarize(n, temperature, correct, distinct, entropy_sum, tokens):
         "distinct_correct": None if None in distinct else sum(distinct) / m,  # None: n/a (math)
         "entropy": entropy_sum / max(tokens, 1),
         "correct": correct, "distinct": distinct, "entropy_sum": entropy_sum, "tokens": tokens,
+        **({"answer_counts": answer_counts} if answer_counts is not None else {}),
     }
 
 
@@ -84,7 +88,8 @@ def merge_results(results):
     r0 = results[0]
     return summarize(r0["n"], r0["temperature"], [c for r in results for c in r["correct"]],
                      [d for r in results for d in r["distinct"]], sum(r["entropy_sum"] for r in results),
-                     sum(r["tokens"] for r in results))
+                     sum(r["tokens"] for r in results),
+                     [a for r in results for a in r["answer_counts"]] if "answer_counts" in r0 else None)
 
 
 def format_table(res):

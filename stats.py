@@ -104,6 +104,20 @@ def bootstrap_p(replicates):
     return float(min(1.0, 2 * min((d <= 0).mean(), (d >= 0).mean())))
 
 
+def matched_distinct(counts_a, counts_b):
+    """Distinct correct answers at a matched number of correct samples, per problem. counts_a[i], counts_b[i]: how
+    many times each distinct correct answer of problem i came for two methods (eval.evaluate's answer_counts). Each
+    side keeps k = the smaller of the two numbers of correct samples, drawn without replacement; the expected number
+    of distinct answers among them, exactly: sum over answers j of 1 - C(c - m_j, k) / C(c, k), with c the side's
+    correct samples and m_j the answer's count. Returns two (N,) arrays; a difference there is spread, not accuracy."""
+    def expected(m, k):
+        c = sum(m)
+        return sum(1 - math.comb(c - mj, k) / math.comb(c, k) for mj in m) if k else 0.0
+    ks = [min(sum(a), sum(b)) for a, b in zip(counts_a, counts_b)]
+    return (np.array([expected(a, k) for a, k in zip(counts_a, ks)]),
+            np.array([expected(b, k) for b, k in zip(counts_b, ks)]))
+
+
 def _betainc(a, b, x):
     """The regularised incomplete beta I_x(a, b), by its continued fraction (Lentz's method)."""
     if x <= 0 or x >= 1:

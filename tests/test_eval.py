@@ -5,11 +5,13 @@ import math
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 import torch
 
 import countdown
+import eval as eval_module
 import tasks
 from eval import evaluate, format_table, ks_for, pass_at_k, summarize
 from model import char_tokenizer, tiny_model
@@ -77,6 +79,17 @@ def test_merging_shards_equals_one_evaluation():
     for key in ("pass@k", "accuracy", "distinct_correct", "entropy", "problems"):
         assert merged[key] == pytest.approx(full[key])
     assert full["pass@k"][1] == pytest.approx((0 + 3 + 8 + 1 + 5) / 40)  # pass@1 = mean accuracy
+    counted = [summarize(8, 1.0, [3], [2], 1.0, 2, [[2, 1]]), summarize(8, 1.0, [1], [1], 1.0, 2, [[1]])]
+    assert merge_results(counted)["answer_counts"] == [[2, 1], [1]]  # the answers' counts merge like the rest
+
+
+def test_answer_counts_count_each_distinct_correct_answer(monkeypatch):
+    # 2 x (3 + 4) = 14 and 4 x 3 + 2 = 14 are the two answers; (4 + 3) * 2 is the first again, 5 is wrong
+    texts = ["<answer>2*(3+4)</answer>", "<answer>(4+3)*2</answer>", "<answer>4*3+2</answer>", "<answer>5</answer>"]
+    fake = types.SimpleNamespace(texts=texts, entropy=torch.zeros(4, 3), response_mask=torch.ones(4, 3))
+    monkeypatch.setattr(eval_module, "rollout", lambda *args, **kwargs: fake)
+    res = evaluate(None, None, "countdown", [{"nums": [2, 3, 4], "target": 14}], n=4)
+    assert (res["correct"], res["distinct"], res["answer_counts"]) == ([3], [2], [[2, 1]])
 
 
 # ============================================================================= evaluate() on a tiny model

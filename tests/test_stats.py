@@ -54,3 +54,23 @@ def test_hierarchical_bootstrap_resamples_bases_seeds_and_problems():
     hard = rng.random((1, 200))
     reps = stats.hierarchical_differences([np.repeat(hard, 4, 0) + .1], [np.repeat(hard, 4, 0)], B=200)
     assert np.allclose(reps, .1)
+
+
+def test_matched_distinct_by_hand():
+    # problem 1: a's 3 correct samples are 2 x one answer + 1 x another, b has 1 correct: k = 1, one answer each side.
+    # problem 2: a's 4 correct are 4 answers once each, b's 4 are one answer 4 times: k = 4, all kept: 4 against 1.
+    # problem 3: a = [3, 1] and b = [1, 1]: k = 2. a keeps 2 of its 4: the 1-answer is among them with chance
+    #   1 - C(3, 2)/C(4, 2) = 1/2, the 3-answer always (C(1, 2) = 0): 1.5 expected; b keeps both: 2.
+    # problem 4: b has no correct sample: k = 0, nothing kept, 0 on both sides.
+    a, b = stats.matched_distinct([[2, 1], [1, 1, 1, 1], [3, 1], [5]], [[1], [4], [1, 1], []])
+    assert a.tolist() == pytest.approx([1, 4, 1.5, 0])
+    assert b.tolist() == pytest.approx([1, 1, 2, 0])
+
+
+def test_matched_distinct_is_the_mean_over_subsamples():
+    rng = np.random.default_rng(0)
+    counts = [7, 3, 2, 1, 1]  # 14 correct samples, 5 answers
+    pool = np.repeat(np.arange(5), counts)
+    draws = [len(set(rng.choice(pool, 6, replace=False))) for _ in range(20000)]
+    exact, _ = stats.matched_distinct([counts], [[6]])  # k = 6
+    assert exact[0] == pytest.approx(np.mean(draws), abs=0.02)
