@@ -6,6 +6,8 @@ start at run time. See assets/base/README.md for the measured numbers and how th
 
   python base.py --seed=0                         # trains assets/base/seed0 (about an hour on one CPU core)
   python base.py --seed=0 --stage=eval            # evaluates it on the test split and writes its manifest
+  python base.py --stage=slices                   # both manifests' test problems by quarter of target, largest
+                                                  # number, sum and number of solutions: is any slice easier?
 """
 import itertools
 import json
@@ -26,7 +28,8 @@ from warmstart import warm_start
 # ----------------------------------------------------------------------------- config
 seed = 0  # the base's own seed: initialisation and the order of its examples
 out_dir = ""  # '' = assets/base/seed<seed>
-stage = "train"  # 'train' (then evaluate) or 'eval' (evaluate an existing base, rewrite its manifest)
+stage = "train"  # 'train' (then evaluate), 'eval' (evaluate an existing base, rewrite its manifest) or 'slices'
+
 steps = 8000  # supervised steps (the lever that matters most: assets/base/README.md)
 batch_size = 64
 lr = 3e-3  # peak; cosine decay to 10%
@@ -124,3 +127,26 @@ if __name__ == "__main__" and stage == "levers":  # what longer training buys: t
         print(name, {k: round(v, 4) for k, v in res["pass@k"].items()}, res["distinct_correct"], flush=True)
     with open(os.path.join(os.path.dirname(out_dir), f"levers_seed{seed}_n{eval_n}.json"), "w") as f:
         json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__" and stage == "slices":  # the manifests' per-problem counts, by feature of the problem
+    _, test = regime_splits()
+    features = {"target": lambda p: p["target"], "largest number": lambda p: max(p["nums"]),
+                "sum of numbers": lambda p: sum(p["nums"]),
+                "solutions": lambda p: len(countdown.solve(p["nums"], p["target"]))}
+    for k in (0, 1):
+        with open(os.path.join("assets", "base", f"seed{k}", "manifest.json")) as f:
+            ev = json.load(f)["eval"]
+        problems = test[:ev["problems"]]
+        print(f"seed {k}: pass@1 / pass@{ev['n']} / distinct correct, by quarter of each feature "
+              f"({ev['problems']} test problems, n = {ev['n']})")
+        for name, feature in features.items():
+            order = sorted(range(len(problems)), key=lambda i: feature(problems[i]))  # four equal parts, in order
+            cells = []
+            for q in range(4):
+                rows = order[q * len(order) // 4:(q + 1) * len(order) // 4]
+                cells.append(f"{feature(problems[rows[0]])}..{feature(problems[rows[-1]])}: "
+                             f"{sum(ev['correct'][i] for i in rows) / (ev['n'] * len(rows)):.3f} / "
+                             f"{sum(ev['correct'][i] > 0 for i in rows) / len(rows):.2f} / "
+                             f"{sum(ev['distinct'][i] for i in rows) / len(rows):.1f}")
+            print(f"  {name:>15}  " + "   ".join(cells))

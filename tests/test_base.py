@@ -78,3 +78,18 @@ def test_the_shipped_grpo_row_is_from_the_default_settings():
     assert all(k == k.lower() for k in config)  # an imported constant is no setting (it would differ per clone)
     ref = ev.reference_run(config)
     assert ref is not None and ref["algo"] == "grpo" and ref["command"].startswith("python train.py --algo=grpo")
+
+
+def test_the_slices_of_the_shipped_bases_add_up_to_their_manifests():
+    # four equal quarters of the 200 test problems: their pass@1 average to the manifest's, whatever the feature
+    p = subprocess.run([sys.executable, "base.py", "--stage=slices"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    blocks = p.stdout.split("seed ")[1:]
+    for k, block in enumerate(blocks):
+        accuracy = json.load(open(os.path.join(ROOT, "assets", "base", f"seed{k}", "manifest.json")))["eval"]["accuracy"]
+        lines = block.strip().splitlines()[1:]
+        assert len(lines) == 4
+        for line in lines:
+            quarters = [float(cell.split(": ")[1].split(" / ")[0]) for cell in line.split("   ") if ": " in cell]
+            assert len(quarters) == 4 and abs(sum(quarters) / 4 - accuracy) < 0.001
