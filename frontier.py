@@ -132,6 +132,9 @@ def figure(table, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, (ax, ax_path) = plt.subplots(1, 2, figsize=(13, 5.5))
+    base = [sum(e["path"][0][k] for e in table.values()) / len(table) for k in range(3)]  # step 0, every run's mean
+    collapsed = [n for n, e in table.items() if e["pass@1"]["mean"] < base[1] / 2]  # drawn, they would squash the rest
+    table = {n: e for n, e in table.items() if n not in collapsed}
     for name, e in table.items():
         c = COLORS[method(name)]
         err = [e[k]["half_width"] or 0.0 for k in ("pass@1", "pass@64")]
@@ -147,7 +150,9 @@ def figure(table, path):
         if front:
             ax.plot([points[n][0] for n in front], [points[n][1] for n in front], "-", color=c, lw=1.5,
                     label=f"{m} ({len(points)} points)")
-    base = next(iter(table.values()))["path"][0]
+    if collapsed:
+        ax.text(0.01, 0.01, "not drawn, collapsed (pass@1 < half the base's): " + ", ".join(collapsed),
+                transform=ax.transAxes, fontsize=7)
     for a in (ax, ax_path):
         a.plot(base[1], base[2], "k*", ms=10, label="base (step 0)" if a is ax else None)
         a.set_xlabel("pass@1")
