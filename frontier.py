@@ -104,6 +104,10 @@ def choose_stage():
         raise SystemExit(f"validation is not complete ({sum(short.values())} runs to do): finish --stage=val, then "
                          f"--stage=val_report, before choosing")
     choice = choose(table)
+    edges = {f"bonus_c{BONUS[0]:g}": BONUS[0] / 3, f"bonus_c{BONUS[-1]:g}": BONUS[-1] * 3}
+    if choice["bonus"] in edges:  # PLAN: the bonus's grid extends by x3 past its best until both neighbours are lower
+        raise SystemExit(f"bonus* is {choice['bonus']}, the edge of the grid: add c = {edges[choice['bonus']]:g} to "
+                         f"BONUS, run its seeds (--stage=val) and --stage=val_report, then choose")
     with open(os.path.join(out_dir, "choice.json"), "w") as f:
         json.dump(choice, f, indent=2)
     print(json.dumps(choice, indent=2))

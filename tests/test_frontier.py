@@ -135,3 +135,18 @@ def test_final_report_on_runs_computed_by_hand(tmp_path):
     assert rows["pass@1"]["p"] == 0.0 and rows["pass@1"]["p_holm"] == 0.0 and "p_holm" not in rows["distinct"]
     assert rows["pass@1"]["seeds"] == {"0": 3, "1": 3}
     assert "Final runs finished: 12 of 100" in open(tmp_path / "final.md").read()
+
+
+def test_choose_asks_for_the_bonus_grid_to_extend_past_its_edge(tmp_path):
+    # every point at 3 seeds; the smallest bonus c is bonus*: PLAN.md extends the grid (x 3) before any choice
+    table = val_table({p: (0.18, 0.85) for p in frontier.val_points()})
+    table["bonus_c0.003"] = {"seeds": 3, "pass@1": {"mean": 0.18}, "pass@64": {"mean": 0.95}}
+    json.dump(table, open(tmp_path / "val.json", "w"))
+    p = subprocess.run([sys.executable, "frontier.py", "--stage=choose", f"--out_dir={tmp_path}"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and "add c = 0.001 to BONUS" in p.stderr and not (tmp_path / "choice.json").exists()
+    table["bonus_c0.01"]["pass@64"]["mean"] = 0.96  # an inner best: the choice is written
+    json.dump(table, open(tmp_path / "val.json", "w"))
+    p = subprocess.run([sys.executable, "frontier.py", "--stage=choose", f"--out_dir={tmp_path}"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and json.load(open(tmp_path / "choice.json"))["bonus"] == "bonus_c0.01"
