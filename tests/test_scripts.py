@@ -121,21 +121,3 @@ def test_gpu_check_dry_run_writes_every_part(tmp_path):
     config = parts["config_countdown_tiny_lowacc"]["figures"]  # one update at the config's settings: 2 x 128 rows
     assert config["rows"] == 256 and config["tokens_per_row"] == 24 + 32 and config["train_tok_s"] > 0
     assert "| lm_head | yes |" in open(tmp_path / "gpu_check.md").read() and "gpu_check.md" in stdout
-
-
-def test_frontier_report_by_hand(tmp_path):
-    # two finished seeds of the GRPO point (pass@64 .8 and .9 at the end) and one unfinished run: mean .85, seed-level
-    # half-width t_{.975, 1} * sd / sqrt(2) = 12.7062 * .070711 / 1.41421 = .63531
-    for seed, (p1, p64) in ((1, (.2, .8)), (2, (.3, .9))):
-        run_dir = tmp_path / "val" / f"grpo_s{seed}"
-        run_dir.mkdir(parents=True)
-        evals = [{"eval_step": s, "pass@k": {"1": p1 * s / 200, "64": p64 * s / 200}} for s in (0, 100, 200)]
-        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in evals))
-        (run_dir / "final_eval.json").write_text(json.dumps({"pass@k": {"1": p1, "64": p64}}))
-    (tmp_path / "val" / "grpo_s3").mkdir()  # started, not finished
-    run("frontier.py", "--stage=val_report", f"--out_dir={tmp_path}")
-    grpo = json.load(open(tmp_path / "val.json"))["grpo"]
-    assert grpo["seeds"] == 2 and grpo["pass@64"]["mean"] == pytest.approx(.85)
-    assert grpo["pass@64"]["half_width"] == pytest.approx(12.7062 * .0707107 / 2 ** .5, abs=1e-4)
-    assert grpo["path"][1] == pytest.approx([100, .125, .425])  # step 100: the seeds' means
-    assert "Validation runs finished: 2 of 63 (61 to do)" in (tmp_path / "val.md").read_text()
