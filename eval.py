@@ -42,9 +42,10 @@ def evaluate(model, tokenizer, task, problems, n=64, temperature=1.0, max_new_to
     Countdown up to commutativity/associativity; None, "n/a", for math), the mean token entropy and the
     accuracy; and the per-problem correct and distinct counts (for pass@k at any k, and to merge
     data-parallel shards), and how many times each distinct correct answer came (answer_counts: diversity at a
-    matched number of correct samples, stats.matched_distinct). rows_per_batch responses are generated at once (their KV cache), and
-    logprob_batch_size rows at a time go through the entropy pass. hint=True samples from the hinted
-    prompts of DASD's teacher (tasks.hinted_prompt, the first solution as the hint): can the policy use one?"""
+    matched number of correct samples, stats.matched_distinct). rows_per_batch responses are generated at once
+    (their KV cache), and logprob_batch_size rows at a time go through the entropy pass. hint=True samples from
+    the hinted prompts of DASD's teacher (tasks.hinted_prompt, the first solution as the hint): can the policy
+    use one?"""
     prompts_per_batch = max(1, rows_per_batch // n)
     correct_counts, distinct, answer_counts, ent_sum, tok_sum = [], [], [], 0.0, 0.0
     batches = range(0, len(problems), prompts_per_batch)
@@ -69,8 +70,8 @@ def evaluate(model, tokenizer, task, problems, n=64, temperature=1.0, max_new_to
 
 def summarize(n, temperature, correct, distinct, entropy_sum, tokens, answer_counts=None):
     """The result dict from per-problem counts: correct[i] of the n samples of problem i were right,
-    distinct[i] distinct correct answers, answer_counts[i] how many times each came (or None). Shards of a data-parallel evaluation merge by concatenating
-    their counts and adding entropy_sum and tokens (merge_results)."""
+    distinct[i] distinct correct answers, answer_counts[i] how many times each came (or None). Shards of a
+    data-parallel evaluation merge by concatenating their counts and adding entropy_sum and tokens (merge_results)."""
     m = max(len(correct), 1)  # a data-parallel shard may hold no problem
     return {
         "n": n, "temperature": temperature, "problems": len(correct),

@@ -41,8 +41,8 @@ FINAL_EVAL = ["--max_steps=200", "--eval_split=test", "--eval_problems=500", "--
               "--eval_interval=200", "--eval_at_start=False", "--ckpt_interval=25", "--log_interval=50"]
 ROLES = ("grpo", "bonus", "ds-match", "ds-acc", "penalty")  # PLAN's GRPO, bonus*, DS-match, DS-acc, penalty*
 FAMILY = [("ds-match", "bonus"), ("ds-acc", "grpo"), ("bonus", "grpo"), ("penalty", "grpo")]  # x (pass@1, pass@64)
-VAL_EVAL = ["--max_steps=200", "--base_seed=0", "--eval_split=val", "--val_problems=200", "--eval_problems=200", "--eval_n=64",
-            "--final_eval_n=64", "--eval_interval=100", "--ckpt_interval=25", "--log_interval=50"]
+VAL_EVAL = ["--max_steps=200", "--base_seed=0", "--eval_split=val", "--val_problems=200", "--eval_problems=200",
+            "--eval_n=64", "--final_eval_n=64", "--eval_interval=100", "--ckpt_interval=25", "--log_interval=50"]
 
 
 def val_points():
@@ -60,7 +60,8 @@ def runs():
     """{run name: train.py arguments} of the stage: the validation grid, or the final runs at choice.json's points
     (each base's evaluation once, then seed-major: every role on both bases at seed 11, then 12, ...)."""
     if stage in ("val", "val_report"):
-        return {f"{name}_s{s}": [*args, *VAL_EVAL, f"--seed={s}"] for s in VAL_SEEDS for name, args in val_points().items()}
+        return {f"{name}_s{s}": [*args, *VAL_EVAL, f"--seed={s}"]
+                for s in VAL_SEEDS for name, args in val_points().items()}
     if stage not in ("final", "final_report"):
         raise SystemExit(f"stage must be one of val, val_report, choose, final, final_report; got {stage!r}")
     path = os.path.join(out_dir, "choice.json")
@@ -200,7 +201,8 @@ def report():
     fmt = lambda e: f"{e['mean']:.3f}" + (f" ± {e['half_width']:.3f}" if e["half_width"] is not None else "")
     lines = [f"Validation runs finished: {sum(e['seeds'] for e in table.values())} of {len(runs())} "
              f"({missing} to do). Mean over seeds, ± the 95% seed-level t half-width (2+ seeds).", "",
-             "| point | seeds | pass@1 | pass@64 | path: (pass@1, pass@64) at steps 0 / 100 / 200 |", "|---|---|---|---|---|"]
+             "| point | seeds | pass@1 | pass@64 | path: (pass@1, pass@64) at steps 0 / 100 / 200 |",
+             "|---|---|---|---|---|"]
     lines += [f"| {p} | {e['seeds']} | {fmt(e['pass@1'])} | {fmt(e['pass@64'])} | "
               + " / ".join(f"({a:.3f}, {b:.3f})" for _, a, b in e["path"]) + " |" for p, e in table.items()]
     with open(os.path.join(out_dir, "val.md"), "w") as f:
@@ -213,8 +215,8 @@ def report():
 
 
 def final_scores():
-    """{role: {base: {seed: (per-problem scores..)}}} of the finished final runs: pass@1, pass@64 and pass@128 (unbiased,
-    from each problem's correct count of n), distinct correct answers, and the answers' counts."""
+    """{role: {base: {seed: per-problem scores}}} of the finished final runs: pass@1, pass@64 and pass@128
+    (unbiased, from each problem's correct count of n), distinct correct answers, and the answers' counts."""
     import numpy as np
     import stats
     out = {}
@@ -272,7 +274,8 @@ def final_report():
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['pair']} | {r['endpoint']}{'' if r['family'] else ' (secondary)'} | {f3(r['diff'])} | "
-                     f"[{f3(r['ci'][0])}, {f3(r['ci'][1])}] | [{f3(r['ci_bonferroni'][0])}, {f3(r['ci_bonferroni'][1])}]"
+                     f"[{f3(r['ci'][0])}, {f3(r['ci'][1])}] | "
+                     f"[{f3(r['ci_bonferroni'][0])}, {f3(r['ci_bonferroni'][1])}]"
                      f" | [{f3(r['t_ci'][0])}, {f3(r['t_ci'][1])}] | {r['p']:.4f} | "
                      + (f"{r['p_holm']:.4f}" if "p_holm" in r else "unadjusted") + " |")
     with open(os.path.join(out_dir, "final.md"), "w") as f:

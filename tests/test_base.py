@@ -87,7 +87,8 @@ def test_the_slices_of_the_shipped_bases_add_up_to_their_manifests():
     assert p.returncode == 0, p.stderr[-2000:]
     blocks = p.stdout.split("seed ")[1:]
     for k, block in enumerate(blocks):
-        accuracy = json.load(open(os.path.join(ROOT, "assets", "base", f"seed{k}", "manifest.json")))["eval"]["accuracy"]
+        manifest = os.path.join(ROOT, "assets", "base", f"seed{k}", "manifest.json")
+        accuracy = json.load(open(manifest))["eval"]["accuracy"]
         lines = block.strip().splitlines()[1:]
         assert len(lines) == 4
         for line in lines:

@@ -16,7 +16,7 @@ def test_the_grid_is_plan_md_s():
     points = frontier.val_points()
     by_method = {m: [p for p in points if frontier.method(p) == m] for m in frontier.COLORS}
     assert {m: len(v) for m, v in by_method.items()} == {"grpo": 1, "grpo-dyn": 1, "ds": 12, "bonus": 5, "penalty": 3}
-    assert {"ds_a1_b0", "ds_a1_b0.3", "ds_a1_b1", "ds_a30_b9", "ds_a30_b30"} <= set(points)  # beta = 0, 0.3 alpha, alpha
+    assert {"ds_a1_b0", "ds_a1_b0.3", "ds_a1_b1", "ds_a30_b9", "ds_a30_b30"} <= set(points)  # beta 0, 0.3 a, a
     assert points["ds_a3_b0.9"] == ["--algo=ds-grpo", "--alpha=3.0", "--beta=0.9"]
     runs = frontier.runs()
     assert points["grpo-dyn"] == ["--algo=grpo", "--dynamic_sampling=True"]  # PLAN.md's dynamic-sampling pair
