@@ -29,7 +29,6 @@ from warmstart import warm_start
 seed = 0  # the base's own seed: initialisation and the order of its examples
 out_dir = ""  # '' = assets/base/seed<seed>
 stage = "train"  # 'train' (then evaluate), 'eval' (evaluate an existing base, rewrite its manifest) or 'slices'
-
 steps = 8000  # supervised steps (the lever that matters most: assets/base/README.md)
 batch_size = 64
 lr = 3e-3  # peak; cosine decay to 10%

@@ -70,11 +70,12 @@ def runs():
     with open(path) as f:
         choice = json.load(f)
     dynamic = ["--dynamic_sampling=True"] if choice["dynamic_sampling"] else []
+    points = val_points()
     out = {f"base_b{b}": [*FINAL_EVAL, f"--base_seed={b}", "--seed=11", "--max_steps=0"] for b in BASES}
     for s in FINAL_SEEDS:
         for b in BASES:
             for role in ROLES:
-                out[f"{role}_b{b}_s{s}"] = [*val_points()[choice[role]], *dynamic, *FINAL_EVAL, f"--base_seed={b}",
+                out[f"{role}_b{b}_s{s}"] = [*points[choice[role]], *dynamic, *FINAL_EVAL, f"--base_seed={b}",
                                             f"--seed={s}"]
     return out
 
@@ -145,7 +146,8 @@ def figure(table, path):
         err = [e[k]["half_width"] or 0.0 for k in ("pass@1", "pass@64")]
         ax.errorbar(e["pass@1"]["mean"], e["pass@64"]["mean"], xerr=err[0], yerr=err[1], fmt="o", color=c,
                     ms=4, lw=0.8, capsize=2)
-        ax.annotate(name.split("_", 1)[-1] if "_" in name else name, (e["pass@1"]["mean"], e["pass@64"]["mean"]),
+        ax.annotate(name.split("_", 1)[-1], (e["pass@1"]["mean"], e["pass@64"]["mean"]),  # 'a1_b0', 'c0.01', 'grpo'
+
                     fontsize=6, xytext=(3, 3), textcoords="offset points")
         xs, ys = [p[1] for p in e["path"]], [p[2] for p in e["path"]]
         ax_path.plot(xs, ys, "-o", color=c, lw=0.8, ms=2, alpha=0.7)

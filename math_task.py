@@ -23,10 +23,9 @@ HINT_TEMPLATES = {"instruct": " Hint: the final answer is {hint}.", "tiny": "Hin
 
 
 def math_prompt(question, template="instruct", hint="", instruction=MATH_INSTRUCTION):
-    """'instruct': the question and the instruction (real models; the paper's, or the arithmetic task's
-    ARITHMETIC_INSTRUCTION). 'tiny': the bare
-    question and a newline, for the embedded model, whose 128 positions must hold the question
-    and the worked answer (the instruction alone is 70 characters). A hint (DASD's reference
+    """'instruct': the question and the instruction (real models; the paper's, or ARITHMETIC_INSTRUCTION for
+    task='arithmetic'). 'tiny': the bare question and a newline, for the embedded model, whose 128 positions must
+    hold the question and the worked answer (the instruction alone is 70 characters). A hint (DASD's reference
     answer) follows; hint='' is the plain prompt exactly."""
     if template not in HINT_TEMPLATES:
         raise ValueError(f"math prompt template must be 'instruct' or 'tiny', got {template!r}")

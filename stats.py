@@ -109,10 +109,10 @@ def matched_distinct(counts_a, counts_b):
     many times each distinct correct answer of problem i came for two methods (eval.evaluate's answer_counts). Each
     side keeps k = the smaller of the two numbers of correct samples, drawn without replacement; the expected number
     of distinct answers among them, exactly: sum over answers j of 1 - C(c - m_j, k) / C(c, k), with c the side's
-    correct samples and m_j the answer's count. Returns two (N,) arrays; a difference there is spread, not accuracy."""
+    correct samples and m_j the answer's count; each term is pass@k with that answer as the 'correct' one
+    (pass_at_k_curve). Returns two (N,) arrays; a difference there is spread, not accuracy."""
     def expected(m, k):
-        c = sum(m)
-        return sum(1 - math.comb(c - mj, k) / math.comb(c, k) for mj in m) if k else 0.0
+        return sum(pass_at_k_curve(sum(m), mj)[k - 1] for mj in m) if k else 0.0
     ks = [min(sum(a), sum(b)) for a, b in zip(counts_a, counts_b)]
     return (np.array([expected(a, k) for a, k in zip(counts_a, ks)]),
             np.array([expected(b, k) for b, k in zip(counts_b, ks)]))
